@@ -1,0 +1,263 @@
+"""Market regime of every bar and asset: RANGING, TRENDING or VOLATILE (causal).
+
+A bar is VOLATILE when its volatility (rolling std of log returns) ranks at or above
+`volatile_percentile` among the trailing `percentile_window` volatility values, else
+TRENDING when its Kaufman efficiency ratio reaches `trend_threshold`, else RANGING.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from backtester.data.bars import Bars
+from backtester.errors import ConfigError
+from backtester.features import rolling_mean_std_1d_nb
+
+RANGING = 0
+TRENDING = 1
+VOLATILE = 2
+UNKNOWN = -1  # during warm-up
+
+REGIME_NAMES = {
+    RANGING: "RANGING",
+    TRENDING: "TRENDING",
+    VOLATILE: "VOLATILE",
+    UNKNOWN: "UNKNOWN",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegimeConfig:
+    """Windows (in bars) and thresholds of the regime labels.
+
+    Parameters
+    ----------
+    trend_window : int, default 48
+        Bars of the efficiency ratio, at least 1.
+    volatility_window : int, default 48
+        Log returns in the rolling volatility, at least 2.
+    percentile_window : int, default 2000
+        Trailing volatility values (current included) the percentile ranks against,
+        at least 2.
+    volatile_percentile : float, default 0.85
+        Percentile in (0, 1] at or above which a bar is VOLATILE.
+    trend_threshold : float, default 0.35
+        Efficiency ratio in [0, 1] at or above which a bar is TRENDING.
+    """
+
+    trend_window: int = 48
+    volatility_window: int = 48
+    percentile_window: int = 2000
+    volatile_percentile: float = 0.85
+    trend_threshold: float = 0.35
+
+    def __post_init__(self) -> None:
+        windows = (("trend_window", 1), ("volatility_window", 2), ("percentile_window", 2))
+        for name, minimum in windows:
+            value = getattr(self, name)
+            if not (_is_integer(value) and value >= minimum):
+                raise ConfigError(
+                    f"{name} must be a whole number of bars >= {minimum}, "
+                    f"was {value!r}; set it to an integer such as 48"
+                )
+        value = self.volatile_percentile
+        if not (_is_real(value) and 0.0 < value <= 1.0):
+            raise ConfigError(
+                f"volatile_percentile must be a fraction in (0, 1], was {value!r}; "
+                "set it to a value such as 0.85"
+            )
+        value = self.trend_threshold
+        if not (_is_real(value) and 0.0 <= value <= 1.0):
+            raise ConfigError(
+                f"trend_threshold must be an efficiency ratio in [0, 1], "
+                f"was {value!r}; set it to a value such as 0.35"
+            )
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def regime_warmup(config: RegimeConfig) -> int:
+    """Return the number of leading UNKNOWN bars: regimes are defined from this bar index on.
+
+    The first volatility needs `volatility_window` returns (bar index volatility_window),
+    the percentile `percentile_window` volatilities, the efficiency ratio `trend_window`
+    changes.
+    """
+    return max(config.volatility_window + config.percentile_window - 1, config.trend_window)
+
+
+@njit(cache=True)
+def _fenwick_add_nb(tree: np.ndarray, position: int, delta: int) -> None:
+    while position < tree.shape[0]:
+        tree[position] += delta
+        position += position & -position
+
+
+@njit(cache=True)
+def _fenwick_prefix_nb(tree: np.ndarray, position: int) -> int:
+    total = 0
+    while position > 0:
+        total += tree[position]
+        position -= position & -position
+    return total
+
+
+@njit(cache=True)
+def rolling_percentile_1d_nb(a: np.ndarray, window: int) -> np.ndarray:
+    """Fraction of the trailing `window` values (current included) that are <= the current one.
+
+    NaN until the window holds `window` valid values (a window holding a NaN gives NaN).
+    Causal: the count at bar t covers bars t - window + 1 .. t only. The column is sorted
+    once to number its distinct values (a rank only orders values, it carries nothing
+    into a window); a Fenwick tree over those ranks counts the window's values <= the
+    current one in O(log n), so a column costs O(n log n) whatever the window.
+    """
+    n = a.shape[0]
+    out = np.full(n, np.nan)
+    valid = ~np.isnan(a)
+    rank = np.zeros(n, dtype=np.int64)  # 1-based dense rank of each valid value
+    n_levels = 0
+    previous = np.nan
+    for index in np.argsort(a):  # NaN sort last
+        if not valid[index]:
+            break
+        if a[index] != previous:
+            n_levels += 1
+            previous = a[index]
+        rank[index] = n_levels
+    tree = np.zeros(n_levels + 1, dtype=np.int64)
+    size = 0
+    for i in range(n):
+        if i >= window and valid[i - window]:
+            _fenwick_add_nb(tree, rank[i - window], -1)
+            size -= 1
+        if valid[i]:
+            _fenwick_add_nb(tree, rank[i], 1)
+            size += 1
+            if size == window:
+                out[i] = _fenwick_prefix_nb(tree, rank[i]) / window
+    return out
+
+
+@njit(cache=True)
+def efficiency_ratio_1d_nb(close: np.ndarray, window: int) -> np.ndarray:
+    """Kaufman efficiency ratio |c[t] - c[t-w]| / sum |c[i] - c[i-1]| over the last w changes.
+
+    0 when the denominator is 0; NaN for the first `window` bars.
+    """
+    n = close.shape[0]
+    abs_change = np.full(n, np.nan)
+    for i in range(1, n):
+        abs_change[i] = abs(close[i] - close[i - 1])
+    mean_abs_change, _ = rolling_mean_std_1d_nb(abs_change, window)
+    out = np.full(n, np.nan)
+    for i in range(window, n):
+        path = mean_abs_change[i] * window
+        if path == 0.0:
+            out[i] = 0.0
+        elif not np.isnan(path):
+            out[i] = min(abs(close[i] - close[i - window]) / path, 1.0)
+    return out
+
+
+@njit(cache=True)
+def log_return_volatility_1d_nb(close: np.ndarray, window: int) -> np.ndarray:
+    """Rolling population std (ddof=0) of log returns; NaN for the first `window` bars."""
+    n = close.shape[0]
+    log_return = np.full(n, np.nan)
+    for i in range(1, n):
+        log_return[i] = np.log(close[i] / close[i - 1])
+    _, volatility = rolling_mean_std_1d_nb(log_return, window)
+    return volatility
+
+
+@njit(cache=True)
+def regimes_1d_nb(
+    close: np.ndarray,
+    trend_window: int,
+    volatility_window: int,
+    percentile_window: int,
+    volatile_percentile: float,
+    trend_threshold: float,
+) -> np.ndarray:
+    """Regime code (int8) of every bar of one asset; UNKNOWN while a window is not full.
+
+    A bar whose volatility is exactly 0 (flat prices) is never VOLATILE, even where
+    ties with other zero volatilities put it at the top percentile.
+    """
+    n = close.shape[0]
+    volatility = log_return_volatility_1d_nb(close, volatility_window)
+    percentile = rolling_percentile_1d_nb(volatility, percentile_window)
+    efficiency = efficiency_ratio_1d_nb(close, trend_window)
+    out = np.empty(n, dtype=np.int8)
+    for i in range(n):
+        if np.isnan(percentile[i]) or np.isnan(efficiency[i]):
+            out[i] = UNKNOWN
+        elif percentile[i] >= volatile_percentile and volatility[i] > 0.0:
+            out[i] = VOLATILE
+        elif efficiency[i] >= trend_threshold:
+            out[i] = TRENDING
+        else:
+            out[i] = RANGING
+    return out
+
+
+@njit(cache=True)
+def regimes_nb(
+    close: np.ndarray,
+    trend_window: int,
+    volatility_window: int,
+    percentile_window: int,
+    volatile_percentile: float,
+    trend_threshold: float,
+) -> np.ndarray:
+    """2-dim version of `regimes_1d_nb`: close (n_bars, n_assets) -> int8 (n_bars, n_assets)."""
+    n, n_assets = close.shape
+    out = np.empty((n, n_assets), dtype=np.int8)
+    for j in range(n_assets):
+        out[:, j] = regimes_1d_nb(
+            np.ascontiguousarray(close[:, j]),
+            trend_window,
+            volatility_window,
+            percentile_window,
+            volatile_percentile,
+            trend_threshold,
+        )
+    return out
+
+
+def compute_regimes(bars: Bars, config: RegimeConfig = RegimeConfig()) -> np.ndarray:
+    """Label every bar and asset RANGING, TRENDING or VOLATILE from closes up to that bar.
+
+    Parameters
+    ----------
+    bars : Bars
+        Bars of one or more assets.
+    config : RegimeConfig, optional
+        Windows and thresholds.
+
+    Returns
+    -------
+    numpy.ndarray
+        int8 of shape (n_bars, n_assets): RANGING, TRENDING, VOLATILE, or UNKNOWN for the
+        first ``regime_warmup(config)`` bars.
+    """
+    close = np.ascontiguousarray(bars.close, dtype=np.float64)
+    return regimes_nb(
+        close,
+        int(config.trend_window),
+        int(config.volatility_window),
+        int(config.percentile_window),
+        float(config.volatile_percentile),
+        float(config.trend_threshold),
+    )
