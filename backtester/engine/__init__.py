@@ -1,0 +1,22 @@
+"""The event loop: numba kernels (kernels.py) behind one Python entry point (simulate)."""
+
+from backtester.engine.records import (
+    EXIT_REASON_NAMES,
+    ExitReason,
+    SimulationStatus,
+    exit_reason_names,
+    trade_dt,
+)
+from backtester.engine.simulate import Decisions, EngineState, SimulationResult, simulate
+
+__all__ = [
+    "EXIT_REASON_NAMES",
+    "Decisions",
+    "EngineState",
+    "ExitReason",
+    "SimulationResult",
+    "SimulationStatus",
+    "exit_reason_names",
+    "simulate",
+    "trade_dt",
+]
