@@ -1,0 +1,321 @@
+"""Typed, frozen configuration loaded from TOML, with CLI overrides and a stable hash.
+
+Precedence: CLI flag > config file > defaults (the dataclass defaults below mirror
+configs/default.toml). Unknown keys and out-of-range values raise ConfigError with the
+file, the dotted key, what was found and, for a misspelt key, the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from backtester.errors import ConfigError
+from backtester.regime import RegimeConfig
+
+CHUNK_KINDS = ("quarter", "month", "week", "year", "all")
+DEFAULT_CONFIG_PATH = Path("configs/default.toml")
+
+
+def _check(condition: bool, key: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key} must be {expected}, was {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunConfig:
+    """What to run: the period, how it is chunked, and where results go."""
+
+    year: int | None = 2025
+    start: str | None = None  # ISO date/time; with end, replaces year
+    end: str | None = None
+    chunk: str = "quarter"  # quarter | month | week | year | all | <N> (bars per chunk)
+    initial_cash: float = 100_000.0
+    out_dir: str = "runs"
+
+    def __post_init__(self) -> None:
+        if self.year is not None:
+            _check(1900 <= self.year <= 2200, "run.year", self.year, "a year such as 2025")
+        _check(
+            self.chunk in CHUNK_KINDS or (self.chunk.isdigit() and int(self.chunk) > 0),
+            "run.chunk",
+            self.chunk,
+            f"one of {', '.join(CHUNK_KINDS)} or a positive number of bars",
+        )
+        _check(self.initial_cash > 0, "run.initial_cash", self.initial_cash, "positive")
+        if (self.start is None) != (self.end is None):
+            raise ConfigError("run.start and run.end go together; give both or neither")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DataConfig:
+    """Where bars come from: the embedded generator (path empty) or a CSV/Parquet path."""
+
+    path: str = ""
+    symbols: tuple[str, ...] = ("BTCUSD", "ETHUSD", "SOLUSD")
+    timeframe: str = "15min"
+    tz: str = "UTC"  # for naive timestamps in user files
+    seed: int = 7  # embedded generator seed
+    cache_dir: str = "data/cache"
+
+    def __post_init__(self) -> None:
+        _check(len(self.symbols) > 0 or bool(self.path), "data.symbols", self.symbols, "non-empty")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExecutionConfig:
+    """How decisions become fills: costs, sizing and risk limits."""
+
+    commission: float = 0.0005  # fraction of notional per side
+    slippage: float = 0.0002  # fraction of price, adverse, on market fills
+    position_size: float = 0.1  # fraction of equity per new position
+    max_open_positions: int = 3  # across assets; 0 = unlimited
+    stop_loss: float = 0.02  # fractional distance from the fill; 0 = none
+    take_profit: float = 0.04
+    max_holding_bars: int = 96  # 0 = none
+    allow_short: bool = True
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.commission < 0.1, "execution.commission", self.commission, "in [0, 0.1)")
+        _check(0 <= self.slippage < 0.1, "execution.slippage", self.slippage, "in [0, 0.1)")
+        _check(
+            0 < self.position_size <= 1, "execution.position_size", self.position_size, "in (0, 1]"
+        )
+        _check(self.max_open_positions >= 0, "execution.max_open_positions",
+               self.max_open_positions, ">= 0")
+        _check(0 <= self.stop_loss < 1, "execution.stop_loss", self.stop_loss, "in [0, 1)")
+        _check(self.take_profit >= 0, "execution.take_profit", self.take_profit, ">= 0")
+        _check(self.max_holding_bars >= 0, "execution.max_holding_bars",
+               self.max_holding_bars, ">= 0")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EnsembleConfig:
+    """How provider votes combine into decisions."""
+
+    method: str = "equal"
+    threshold: float = 0.25  # minimum |score| to trade
+
+    def __post_init__(self) -> None:
+        _check(self.method in ("equal",), "ensemble.method", self.method, "'equal'")
+        _check(0 < self.threshold <= 1, "ensemble.threshold", self.threshold, "in (0, 1]")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MemoryConfig:
+    """The memory folder shared between chunks and runs."""
+
+    dir: str = "data/memory"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Config:
+    """The whole configuration of one run."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    regime: RegimeConfig = field(default_factory=RegimeConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    strategies: tuple[Any, ...] = ()  # one config object per enabled strategy
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (strategies keyed by name), as written to config.toml."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "strategies":
+                out["strategies"] = {
+                    s.name: {"enabled": True, **_section_dict(s)} for s in self.strategies
+                }
+            else:
+                out[f.name] = _section_dict(getattr(self, f.name))
+        return out
+
+    def hash(self, *, exclude: tuple[str, ...] = ()) -> str:
+        """SHA-256 of the canonical JSON of the config (sorted keys), less ``exclude`` sections."""
+        data = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    def decision_hash(self) -> str:
+        """Hash of what shapes decisions (not where or how the period is run or stored)."""
+        return self.hash(exclude=("run", "memory"))
+
+
+def _section_dict(section: Any) -> dict[str, Any]:
+    return {
+        f.name: list(v) if isinstance(v := getattr(section, f.name), tuple) else v
+        for f in dataclasses.fields(section)
+    }
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check a TOML value against a field's type hint; return it in the field's type."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is tuple:
+        _check(isinstance(value, (list, tuple)), key, value, "a list")
+        item = typing.get_args(hint)[0]
+        return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        _check(isinstance(value, bool), key, value, "true or false")
+        return value
+    if hint is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, value, "an integer")
+        return value
+    if hint is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, value,
+               "a number")
+        return float(value)
+    if hint is str:
+        _check(isinstance(value, str), key, value, "a string")
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint}")  # a bug in a config class
+
+
+def build_section(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    """Build the frozen dataclass ``cls`` from ``data``; unknown keys name the nearest."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean '{prefix}.{close[0]}'?" if close else ""
+            valid = ", ".join(names)
+            raise ConfigError(f"unknown key '{prefix}.{key}'{hint} (valid keys: {valid})")
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}.{key}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        message = str(e)
+        raise ConfigError(
+            message if message.startswith(f"{prefix}.") else f"{prefix}.{message}"
+        ) from None
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a TOML config and apply overrides given as {"section.key": value}.
+
+    ``path`` None means configs/default.toml when it exists, else the built-in defaults.
+    """
+    from strategies import STRATEGY_REGISTRY  # late: strategies import the config helpers
+
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        path = DEFAULT_CONFIG_PATH
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found; pass --config with an existing "
+                              f"file such as configs/default.toml") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({e}); fix the file") from None
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    try:
+        return _build_config(data, STRATEGY_REGISTRY)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _build_config(data: dict[str, Any], registry: dict[str, type]) -> Config:
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    hints = typing.get_type_hints(Config)
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in sections:
+            close = difflib.get_close_matches(name, list(sections), n=1)
+            hint = f"; did you mean '[{close[0]}]'?" if close else ""
+            raise ConfigError(f"unknown section '[{name}]'{hint} "
+                              f"(valid sections: {', '.join(sections)})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{name}' must be a [{name}] table, was {value!r}")
+        if name == "strategies":
+            kwargs[name] = _build_strategies(value, registry)
+        else:
+            kwargs[name] = build_section(hints[name], value, name)
+    if "strategies" not in kwargs:
+        kwargs["strategies"] = tuple(registry[n].config_class() for n in sorted(registry))
+    return Config(**kwargs)
+
+
+def _build_strategies(data: dict[str, Any], registry: dict[str, type]) -> tuple[Any, ...]:
+    configs = []
+    for name, section in sorted(data.items()):  # canonical order, whatever the file's
+        if name not in registry:
+            close = difflib.get_close_matches(name, list(registry), n=1)
+            hint = f"; did you mean '[strategies.{close[0]}]'?" if close else ""
+            raise ConfigError(f"unknown strategy '[strategies.{name}]'{hint} "
+                              f"(available: {', '.join(sorted(registry))})")
+        if not isinstance(section, dict):
+            raise ConfigError(f"strategies.{name} must be a table, was {section!r}")
+        section = dict(section)
+        enabled = _coerce(section.pop("enabled", True), bool, f"strategies.{name}.enabled")
+        if enabled:
+            configs.append(build_section(registry[name].config_class, section,
+                                         f"strategies.{name}"))
+    if not configs:
+        raise ConfigError("no strategy is enabled; enable at least one [strategies.<name>]")
+    return tuple(configs)
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Write a nested dict of scalars and lists as TOML (what Config.to_dict returns)."""
+    lines: list[str] = []
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        return orjson.dumps(str(v)).decode()
+
+    def table(name: str, d: dict[str, Any]) -> None:
+        plain = {k: v for k, v in d.items() if not isinstance(v, dict) and v is not None}
+        nested = {k: v for k, v in d.items() if isinstance(v, dict)}
+        if plain or not nested:
+            lines.append(f"[{name}]")
+            lines.extend(f"{k} = {scalar(v)}" for k, v in plain.items())
+            lines.append("")
+        for k, v in nested.items():
+            table(f"{name}.{k}", v)
+
+    for name, section in data.items():
+        table(name, section)
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""The provider protocol: a batch of candidates in, one vote per candidate out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from backtester.data.bars import Bars
+
+
+@dataclass(frozen=True, slots=True)
+class MarketContext:
+    """Everything a provider may look at, over the whole loaded range.
+
+    A provider deciding at bar t must read rows <= t only; features and regimes are
+    causal, so row t of them depends on bars <= t alone.
+    """
+
+    bars: Bars
+    features: np.ndarray  # (n_bars, n_assets, n_features) float64
+    regimes: np.ndarray  # (n_bars, n_assets) int8
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """Candidate entries: (bar, asset) pairs, bar being a global bar index."""
+
+    bar: np.ndarray  # (k,) int64
+    asset: np.ndarray  # (k,) int32
+
+    def __len__(self) -> int:
+        return int(self.bar.shape[0])
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray, bar_offset: int) -> Candidates:
+        """Candidates where ``mask`` (bars x assets, bool) is set, in time then asset order."""
+        bars, assets = np.nonzero(mask)
+        return cls((bars + bar_offset).astype(np.int64), assets.astype(np.int32))
+
+
+@dataclass(frozen=True, slots=True)
+class Votes:
+    """One provider's answer: vote in {-1, 0, +1} and confidence in [0, 1] per candidate."""
+
+    vote: np.ndarray  # (k,) int8
+    confidence: np.ndarray  # (k,) float64
+    reasoning: tuple[str, ...] | None = None
+
+
+class Provider(Protocol):
+    """Anything with a name that votes on a batch of candidates."""
+
+    name: str
+
+    def vote(self, context: MarketContext, candidates: Candidates) -> Votes: ...

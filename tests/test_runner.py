@@ -1,0 +1,117 @@
+"""The walk-forward loop: chunk invariance, no lookahead, accounting, written results."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from backtester.config import load_config
+from backtester.data.bars import Bars
+from backtester.runner import run_backtest, warmup_bars
+
+
+def _random_bars(n: int, seed: int = 11, n_assets: int = 3) -> Bars:
+    """A seeded random walk with volatility spells, 15-minute bars from 2024-12-01."""
+    rng = np.random.default_rng(seed)
+    vol = np.repeat(rng.choice([0.002, 0.004, 0.01], size=(n // 500 + 1, n_assets)), 500, axis=0)[:n]
+    drift = np.repeat(rng.normal(0, 0.0004, size=(n // 700 + 1, n_assets)), 700, axis=0)[:n]
+    log_close = np.log(100.0) + np.cumsum(drift + vol * rng.standard_normal((n, n_assets)), axis=0)
+    close = np.exp(log_close)
+    open_ = np.vstack([close[:1], close[:-1]])
+    spread = np.abs(rng.normal(0, 1, (n, n_assets))) * vol * close
+    high = np.maximum(open_, close) + spread
+    low = np.minimum(open_, close) - spread
+    volume = rng.lognormal(3, 0.5, (n, n_assets))
+    times = (pd.Timestamp("2024-12-01", tz="UTC").as_unit("ns").value
+             + np.arange(n, dtype=np.int64) * 15 * 60 * 10**9)
+    return Bars(times, tuple(f"S{i}" for i in range(n_assets)), open_, high, low, close, volume,
+                timeframe="15min")
+
+
+@pytest.fixture(scope="module")
+def market() -> tuple[Bars, int]:
+    bars = _random_bars(4 * 96 * 30 + 3000)  # about four months after the warm-up
+    first = int(np.searchsorted(bars.times, pd.Timestamp("2025-01-01", tz="UTC").value))
+    return bars, first
+
+
+def _config(tmp_path, **run):
+    config = load_config(None, {"run.out_dir": str(tmp_path / "runs")})
+    return replace(config, run=replace(config.run, **run))
+
+
+def test_chunked_run_equals_one_piece(market, tmp_path):
+    # Arrange
+    bars, first = market
+    # Act
+    by_month = run_backtest(_config(tmp_path, chunk="month"), bars=bars, first=first, write=False)
+    whole = run_backtest(_config(tmp_path, chunk="all"), bars=bars, first=first, write=False)
+    by_bars = run_backtest(_config(tmp_path, chunk="1234"), bars=bars, first=first, write=False)
+    # Assert: same trades, field by field, and the same equity curve
+    assert len(by_month.chunks) >= 4 and len(whole.chunks) == 1
+    assert len(whole.trades) > 20
+    for other in (by_month, by_bars):
+        pd.testing.assert_frame_equal(other.trades, whole.trades)
+        np.testing.assert_array_equal(other.equity["equity"], whole.equity["equity"])
+
+
+def test_accounting_final_equity_is_cash_plus_trade_pnl(market, tmp_path):
+    bars, first = market
+    result = run_backtest(_config(tmp_path, chunk="month"), bars=bars, first=first, write=False)
+    initial = result.config.run.initial_cash
+    assert result.metrics["final_equity"] == pytest.approx(initial + result.trades["pnl"].sum(),
+                                                           rel=1e-12)
+    # chunk returns compound to the whole-period return
+    growth = np.prod([1 + c.metrics["total_return"] for c in result.chunks])
+    assert growth - 1 == pytest.approx(result.metrics["total_return"], rel=1e-9)
+    assert sum(c.metrics["trades"] for c in result.chunks) == len(result.trades)
+
+
+def test_no_lookahead_changing_the_future_leaves_the_past(market, tmp_path):
+    bars, first = market
+    cut = first + 3000
+    later = np.arange(bars.n_bars) >= cut
+    scale = np.where(later, 1.3, 1.0)[:, None]
+    changed = Bars(bars.times, bars.symbols, bars.open * scale, bars.high * scale,
+                   bars.low * scale, bars.close * scale,
+                   np.where(later[:, None], bars.volume * 3, bars.volume), bars.timeframe)
+    config = _config(tmp_path, chunk="month")
+    a = run_backtest(config, bars=bars, first=first, write=False)
+    b = run_backtest(config, bars=changed, first=first, write=False)
+    cut_time = pd.Timestamp(int(bars.times[cut]), tz="UTC")
+    # every trade that closed before the change is the same, and so is the equity before it
+    done_a = a.trades[a.trades["exit_time"] < cut_time]
+    done_b = b.trades[b.trades["exit_time"] < cut_time]
+    assert len(done_a) > 10
+    pd.testing.assert_frame_equal(done_a.reset_index(drop=True), done_b.reset_index(drop=True))
+    np.testing.assert_array_equal(a.equity["equity"][: cut - first], b.equity["equity"][: cut - first])
+    assert not a.equity["equity"].equals(b.equity["equity"])  # the change did matter later
+
+
+def test_results_are_written_and_agree_with_each_other(market, tmp_path):
+    bars, first = market
+    result = run_backtest(_config(tmp_path, chunk="month"), bars=bars, first=first)
+    out = result.out_dir
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "trades.parquet",
+                                               "equity.parquet", "config.toml"}
+    summary = orjson.loads((out / "metrics.json").read_bytes())
+    trades = pd.read_parquet(out / "trades.parquet")
+    equity = pd.read_parquet(out / "equity.parquet")
+    assert summary["overall"]["trades"] == len(trades)
+    assert summary["overall"]["final_equity"] == pytest.approx(equity["equity"].iloc[-1])
+    assert [c["label"] for c in summary["chunks"]] == [c.chunk.label for c in result.chunks]
+    assert summary["config_hash"] == result.config.hash()
+    # the written config reproduces the run's config
+    assert load_config(out / "config.toml") == result.config
+
+
+def test_warmup_covers_features_and_regimes():
+    config = load_config(None)
+    from backtester.features import WARMUP_BARS
+    from backtester.regime import regime_warmup
+
+    assert warmup_bars(config) == max(WARMUP_BARS, regime_warmup(config.regime))
