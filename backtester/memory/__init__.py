@@ -1,0 +1,29 @@
+"""The memory folder: what chunks and runs learn, kept crash-safe on disk.
+
+``MemoryStore`` (store.py) holds outcomes, stats, snapshots and the manifest;
+``FolderLock`` and the atomic JSON io live in io.py; the vector index is in vectors.py
+(imported on its own: it loads FAISS).
+"""
+
+from backtester.memory.io import FolderLock, atomic_write_bytes, read_json, write_json
+from backtester.memory.store import (
+    SCHEMA_VERSION,
+    MemoryStore,
+    backup_aside,
+    doctor,
+    outcome_tallies,
+    reset,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "FolderLock",
+    "MemoryStore",
+    "atomic_write_bytes",
+    "backup_aside",
+    "doctor",
+    "outcome_tallies",
+    "read_json",
+    "reset",
+    "write_json",
+]

@@ -1,0 +1,114 @@
+"""The memory as one run sees it: the store and the vector memory, locked for the run.
+
+Also the two ways a situation is remembered: its state vector (features + regime, what the
+memory vote searches) and its description text (what `bt memory search` and LLM prompts
+use).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from backtester.config import Config
+from backtester.ensemble import empty_stats
+from backtester.features import FEATURE_NAMES
+from backtester.memory.embedders import default_embedder
+from backtester.memory.io import FolderLock
+from backtester.memory.store import MemoryStore
+from backtester.memory.vectors import VectorMemory
+from backtester.providers.base import Candidates, MarketContext
+from backtester.regime import RANGING, REGIME_NAMES, TRENDING, VOLATILE
+
+STATE_REGIMES = (RANGING, TRENDING, VOLATILE)
+STATE_NAMES = FEATURE_NAMES + tuple(f"regime_{REGIME_NAMES[r].lower()}" for r in STATE_REGIMES)
+
+
+def state_vectors(context: MarketContext, candidates: Candidates) -> np.ndarray:
+    """(K, 15) float32: the 12 features at each candidate bar, then the regime one-hot."""
+    features = context.features[candidates.bar, candidates.asset]
+    regimes = context.regimes[candidates.bar, candidates.asset]
+    onehot = (regimes[:, None] == np.array(STATE_REGIMES)[None, :]).astype(np.float64)
+    return np.nan_to_num(np.hstack([features, onehot]), nan=0.0).astype(np.float32)
+
+
+def describe(outcome: dict[str, Any]) -> str:
+    """A short text of the situation and what came of it, for text search and prompts."""
+    f = dict(zip(FEATURE_NAMES, outcome["state"]))
+    side = "long" if outcome["direction"] > 0 else "short"
+    trend = "above" if f["sma50"] >= 0 else "below"
+    momentum = "rising" if f["macd_hist"] >= 0 else "falling"
+    return (
+        f"{outcome['symbol']} {side} in a {outcome['regime'].lower()} market: RSI "
+        f"{f['rsi14']:.0f}, close {abs(f['sma50']):.1%} {trend} its 50-bar average, MACD "
+        f"momentum {momentum}, Bollinger position {f['bb_position']:.2f}, volume "
+        f"{f['volume_ratio']:.1f}x average. Closed by {outcome['exit_reason'].replace('_', ' ')} "
+        f"after {outcome['bars_held']} bars with {outcome['return_pct']:+.2%}."
+    )
+
+
+@dataclass
+class MemorySession:
+    """Store + vectors of one locked memory folder, as of its last committed chunk."""
+
+    config: Config
+    store: MemoryStore
+    vectors: VectorMemory
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, config: Config) -> Iterator[MemorySession]:
+        """Lock the folder, load what earlier chunks committed; unlock when done."""
+        folder = Path(config.memory.dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        with FolderLock(folder):
+            store = MemoryStore.open(folder, config_hash=config.decision_hash())
+            vectors = VectorMemory.load(
+                folder, committed_generation=store.generation,
+                max_size=config.memory.max_memory_size,
+                embedder=default_embedder(config.memory.embedder),
+            )
+            yield cls(config, store, vectors)
+
+    @property
+    def generation(self) -> int:
+        return self.store.generation
+
+    def stats(self) -> dict[str, Any]:
+        """The learning state: {"providers": ..., "regimes": ...} (empty for a new memory)."""
+        providers, regimes = self.store.provider_stats(), self.store.regime_stats()
+        if not providers:
+            return empty_stats()
+        return {"providers": providers.get("providers", {}),
+                "regimes": regimes.get("regimes", {})}
+
+    def commit(self, *, label: str, start: pd.Timestamp, end: pd.Timestamp, run_id: str,
+               outcomes: list[dict[str, Any]], stats: dict[str, Any],
+               parameters: dict[str, Any], snapshot: dict[str, Any],
+               run_state: dict[str, Any] | None) -> None:
+        """Write one chunk: outcomes, stats, snapshot, vectors, then the manifest."""
+        states = np.array([o["state"] for o in outcomes], dtype=np.float32).reshape(
+            len(outcomes), len(STATE_NAMES))
+        texts = [o["description"] + (f" {o['reasoning']}" if o.get("reasoning") else "")
+                 for o in outcomes]
+        rows = [{k: o[k] for k in ("decision_id", "symbol", "direction", "return_pct", "pnl",
+                                   "exit_reason", "regime", "entry_time", "generation",
+                                   "description")} for o in outcomes]
+
+        def write_vectors(folder: Path, generation: int) -> None:
+            self.vectors.add(states, texts, rows, generation)
+            self.vectors.save(folder, generation)
+
+        self.store.commit_chunk(
+            label=label, start=start.isoformat(), end=end.isoformat(), last_bar_time=end,
+            run_id=run_id, outcomes=outcomes,
+            provider_stats={"providers": stats["providers"]},
+            regime_stats={"regimes": stats["regimes"]}, parameters=parameters,
+            snapshot=snapshot, run_state=run_state, vectors=write_vectors,
+        )

@@ -1,0 +1,559 @@
+"""The vector memory: past situations searchable by market state and by text.
+
+One id space, two FAISS indexes, stored under ``<memory>/vectors/``:
+
+- ``states.faiss``: ``IndexFlatL2`` of the raw state vector at each trade's entry
+  (features + regime one-hot). Searches run in a standardised space (mean and standard
+  deviation per dimension over the rows kept for search), in a small index rebuilt at load.
+- ``text.faiss``: ``IndexFlatIP`` of normalised text embeddings of each outcome's
+  description (and reasoning): cosine similarity, for ``bt memory search`` and prompts.
+- ``index.json``: schema version, generation, both embedders' names and dimensions, and
+  one metadata dict per row; row ``i`` of both indexes belongs to ``rows[i]``.
+
+Files are FAISS's own binary format and JSON (no pickle), each written atomically,
+``index.json`` last. Rows added within a chunk are staged: searches see them only after
+``commit_staged()`` or ``save()``, so a chunk's decisions only see earlier chunks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import orjson
+import pandas as pd
+
+from backtester.errors import MemoryStoreError
+from backtester.memory.embedders import Embedder
+from backtester.memory.io import atomic_write_bytes, atomic_write_many
+
+SCHEMA_VERSION = 1
+STATE_EMBEDDER_NAME = "features-v1"
+VECTORS_FOLDER = "vectors"
+STATES_FILE = "states.faiss"
+TEXT_FILE = "text.faiss"
+INDEX_FILE = "index.json"
+ROW_FIELDS = ("decision_id", "symbol", "direction", "return_pct", "pnl", "exit_reason",
+              "regime", "entry_time", "generation", "description")
+_INPUT_FIELDS = tuple(field for field in ROW_FIELDS if field != "generation")
+_DOCTOR = "run `bt memory doctor` to rebuild the vector index from the outcome files"
+
+
+class VectorMemory:
+    """Past trades' entry states and texts, with their outcomes, for similarity search.
+
+    Build one with ``VectorMemory.load`` (an empty memory when the folder has no
+    ``vectors/``). ``add`` stages a chunk's rows; ``commit_staged`` or ``save`` makes them
+    searchable. Only the newest ``max_size`` rows (by entry time) are searched; the files
+    keep every row.
+    """
+
+    def __init__(self, *, max_size: int, embedder: Embedder, generation: int = 0) -> None:
+        if max_size < 1:
+            raise MemoryStoreError(f"memory.max_memory_size: must be >= 1, was {max_size}")
+        self._max_size = int(max_size)
+        self._embedder = embedder
+        self.generation = int(generation)
+        self._state_dim: int | None = None
+        self._states = np.zeros((0, 0), dtype=np.float32)
+        self._texts = np.zeros((0, embedder.dim), dtype=np.float32)
+        self._rows: list[dict[str, Any]] = []
+        self._times = np.zeros(0, dtype=np.int64)  # entry times, ns UTC, for "newest"
+        self._signed_returns = np.zeros(0, dtype=np.float64)  # direction * return_pct
+        self._staged: list[tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]] = []
+        self._kept = np.zeros(0, dtype=np.int64)  # rows searched, ascending
+        self._mean = np.zeros(0)
+        self._scale = np.ones(0)
+        self._state_search: faiss.IndexFlatL2 | None = None
+        self._text_search: faiss.IndexFlatIP | None = None  # built at the first search_text
+
+    # ------------------------------------------------------------------ load / save
+
+    @classmethod
+    def load(cls, folder: Path, *, committed_generation: int, max_size: int,
+             embedder: Embedder) -> VectorMemory:
+        """Load ``<folder>/vectors/``, keeping rows of committed generations only.
+
+        Parameters
+        ----------
+        folder
+            The memory folder (the one holding ``manifest.json``).
+        committed_generation
+            The newest generation the manifest commits (generations start at 1; 0 means
+            nothing committed). Rows of newer generations, left by a crash between this
+            module's save and the manifest, are dropped.
+        max_size
+            How many of the newest rows (by entry time) to search.
+        embedder
+            The text embedder of this run; the index must have been built by the same one.
+
+        Raises
+        ------
+        MemoryStoreError
+            If a file is missing, corrupt or inconsistent, comes from a newer bt, or the
+            text index was built by another embedder. The message names the file and the
+            repair.
+        """
+        vectors = Path(folder) / VECTORS_FOLDER
+        memory = cls(max_size=max_size, embedder=embedder)
+        if not vectors.is_dir():
+            return memory
+        index_path = vectors / INDEX_FILE
+        if not index_path.exists():
+            leftovers = [vectors / name for name in (STATES_FILE, TEXT_FILE)
+                         if (vectors / name).exists()]
+            if not leftovers or committed_generation < 1:
+                return memory  # nothing saved, or a first save that crashed: nothing committed
+            raise MemoryStoreError(f"{index_path}: file is missing beside {leftovers[0].name}; "
+                                   f"{_DOCTOR}")
+        header, rows = _read_index_json(index_path, embedder)
+        state_dim = header["state_dim"]
+        states = _read_faiss(vectors / STATES_FILE, metric=faiss.METRIC_L2, dim=state_dim,
+                             count=len(rows))
+        texts = _read_faiss(vectors / TEXT_FILE, metric=faiss.METRIC_INNER_PRODUCT,
+                            dim=embedder.dim, count=len(rows))
+        try:
+            generations = np.fromiter((row["generation"] for row in rows), dtype=np.int64,
+                                      count=len(rows))
+            directions = np.fromiter((row["direction"] for row in rows), dtype=np.float64,
+                                     count=len(rows))
+            returns = np.fromiter((row["return_pct"] for row in rows), dtype=np.float64,
+                                  count=len(rows))
+            times = _times_ns([row["entry_time"] for row in rows])
+        except (TypeError, ValueError, OverflowError) as e:
+            reason = " ".join(str(e).split())
+            raise MemoryStoreError(f"{index_path}: a row has an invalid generation, direction, "
+                                   f"return_pct or entry_time ({reason}); {_DOCTOR}") from None
+        committed = generations <= committed_generation
+        if not committed.all():
+            keep = np.flatnonzero(committed)
+            states, texts, times = states[keep], texts[keep], times[keep]
+            directions, returns = directions[keep], returns[keep]
+            rows = [rows[i] for i in keep]
+        memory.generation = min(header["generation"], committed_generation)
+        memory._state_dim = state_dim
+        memory._states, memory._texts, memory._rows, memory._times = states, texts, rows, times
+        memory._signed_returns = directions * returns
+        memory._refresh_search()
+        return memory
+
+    def save(self, folder: Path, generation: int) -> None:
+        """Commit staged rows and write ``<folder>/vectors/``: both indexes, then index.json.
+
+        Every file is written atomically (temporary file, fsync, rename). The caller writes
+        the memory's manifest after this returns.
+        """
+        self.commit_staged()
+        self.generation = int(generation)
+        vectors = Path(folder) / VECTORS_FOLDER
+        vectors.mkdir(parents=True, exist_ok=True)
+        state_dim = self._state_dim or 0
+        states = faiss.IndexFlatL2(state_dim)
+        texts = faiss.IndexFlatIP(self._embedder.dim)
+        if self._rows:
+            states.add(self._states)
+            texts.add(self._texts)
+        atomic_write_many([(vectors / STATES_FILE, faiss.serialize_index(states).tobytes()),
+                           (vectors / TEXT_FILE, faiss.serialize_index(texts).tobytes())])
+        header = {
+            "schema_version": SCHEMA_VERSION,
+            "generation": self.generation,
+            "state_dim": state_dim,
+            "text_embedder": {"name": self._embedder.name, "dim": self._embedder.dim},
+            "state_embedder": {"name": STATE_EMBEDDER_NAME, "dim": state_dim},
+            "rows": self._rows,
+        }
+        atomic_write_bytes(vectors / INDEX_FILE, orjson.dumps(header))
+
+    # ------------------------------------------------------------------ adding rows
+
+    def __len__(self) -> int:
+        """Rows kept for search (the newest ``max_size`` committed rows)."""
+        return len(self._kept)
+
+    def add(self, states: np.ndarray, texts: list[str], rows: list[dict[str, Any]],
+            generation: int) -> None:
+        """Stage one chunk's closed trades; searches see them after ``commit_staged``.
+
+        Parameters
+        ----------
+        states
+            Raw state vectors at entry, (n, d) (features and regime one-hot), finite.
+        texts
+            One text per row (description, plus " " + reasoning when there is one),
+            embedded in one batch.
+        rows
+            One metadata dict per row with the keys of ``ROW_FIELDS`` except
+            "generation"; "direction" (+1 long, -1 short) and "return_pct" finite numbers,
+            "entry_time" ns UTC (int) or an ISO-8601 string or timestamp. A row whose
+            decision_id is already stored replaces it (a re-run chunk adds no duplicate).
+        generation
+            The generation the rows belong to (the chunk being committed).
+        """
+        states = np.array(states, dtype=np.float32)  # a copy: the caller may reuse its array
+        if states.ndim != 2 or not len(states) == len(texts) == len(rows):
+            raise MemoryStoreError(
+                f"vector memory: add needs states (n, d), n texts and n rows, was states "
+                f"{states.shape}, {len(texts)} texts and {len(rows)} rows"
+            )
+        if not len(rows):
+            return
+        clean_rows = [_clean_row(row, generation) for row in rows]
+        self._check_states(states)  # before the (slow) embedding
+        self._stage(states, self._embedder.encode(list(texts)), clean_rows)
+
+    def _stage(self, states: np.ndarray, texts: np.ndarray, rows: list[dict[str, Any]]) -> None:
+        self._check_states(states)
+        if texts.shape != (len(rows), self._embedder.dim):
+            raise MemoryStoreError(
+                f"vector memory: embedder {self._embedder.name!r} returned vectors of shape "
+                f"{texts.shape}, was expected ({len(rows)}, {self._embedder.dim})"
+            )
+        self._staged.append((states, np.ascontiguousarray(texts, dtype=np.float32), rows))
+
+    def _check_states(self, states: np.ndarray) -> None:
+        dims = {block.shape[1] for block, _, _ in self._staged}
+        if self._rows:
+            dims.add(self._state_dim)
+        if dims and dims != {states.shape[1]}:
+            raise MemoryStoreError(
+                f"vector memory: state vectors have {dims.pop()} dimensions, was "
+                f"{states.shape[1]} in the new rows; the features changed since this memory "
+                f"was built: use another --memory-dir or reset this one (`bt memory reset`)"
+            )
+        if not np.isfinite(states).all():
+            raise MemoryStoreError(
+                "vector memory: state vectors contain NaN or infinite values, was "
+                f"{int((~np.isfinite(states)).any(axis=1).sum())} such rows; add rows only "
+                "once every feature is defined (after the indicators' warm-up)"
+            )
+
+    def commit_staged(self) -> None:
+        """Make the staged rows searchable and recompute the standardisation."""
+        if not self._staged:
+            return
+        stored = [(self._states, self._texts, self._rows)] if self._rows else []
+        blocks = stored + self._staged
+        self._staged = []
+        states = np.concatenate([block for block, _, _ in blocks])
+        texts = np.concatenate([block for _, block, _ in blocks])
+        rows = [row for _, _, block in blocks for row in block]
+        # A decision id seen before is replaced in its place by the newer row.
+        positions: dict[Any, int] = {}
+        order: list[int] = []
+        for i, row in enumerate(rows):
+            position = positions.setdefault(row["decision_id"], len(order))
+            if position == len(order):
+                order.append(i)
+            else:
+                order[position] = i
+        rows = [rows[i] for i in order]
+        self._states = np.ascontiguousarray(states[order])
+        self._texts = np.ascontiguousarray(texts[order])
+        self._rows = rows
+        self._state_dim = self._states.shape[1]
+        self._times = _times_ns([row["entry_time"] for row in rows])
+        self._signed_returns = np.array([row["direction"] * row["return_pct"] for row in rows],
+                                        dtype=np.float64)
+        self._refresh_search()
+
+    def _refresh_search(self) -> None:
+        order = np.argsort(self._times, kind="stable")  # ties: the later row is newer
+        self._kept = np.sort(order[-self._max_size:]) if len(order) else order
+        kept = self._states[self._kept].astype(np.float64)
+        self._mean = kept.mean(axis=0) if len(kept) else np.zeros(kept.shape[1])
+        scale = kept.std(axis=0) if len(kept) else np.ones(kept.shape[1])
+        scale[scale <= 1e-9 * (1.0 + np.abs(self._mean))] = 1.0  # constant dimension
+        self._scale = scale
+        self._state_search = faiss.IndexFlatL2(kept.shape[1])
+        if len(kept):
+            self._state_search.add(self._standardise(kept))
+        self._text_search = None
+
+    def _standardise(self, states: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((states - self._mean) / self._scale, dtype=np.float32)
+
+    # ------------------------------------------------------------------ searching
+
+    def nearest_states(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Find the ``k`` committed rows whose entry states are nearest to each query.
+
+        Parameters
+        ----------
+        queries
+            Raw state vectors (m, d), standardised here like the stored rows.
+        k
+            Neighbours per query (>= 1).
+
+        Returns
+        -------
+        similarities, row_ids
+            Both (m, k), nearest first. Similarity is 1 / (1 + L2 distance) in the
+            standardised space, in (0, 1]; where fewer than ``k`` rows exist, row id -1
+            and similarity 0.
+        """
+        queries = np.asarray(queries, dtype=np.float64)
+        if queries.ndim != 2 or k < 1:
+            raise MemoryStoreError(f"vector memory: nearest_states needs queries (m, d) and "
+                                   f"k >= 1, was queries {queries.shape} and k {k}")
+        similarities = np.zeros((len(queries), k), dtype=np.float64)
+        row_ids = np.full((len(queries), k), -1, dtype=np.int64)
+        if not len(self) or not len(queries):
+            return similarities, row_ids
+        if queries.shape[1] != self._state_dim:
+            raise MemoryStoreError(
+                f"vector memory: queries have {queries.shape[1]} dimensions, was "
+                f"{self._state_dim} in the stored states; the features changed since this "
+                f"memory was built: use another --memory-dir or reset this one"
+            )
+        if not np.isfinite(queries).all():
+            raise MemoryStoreError("vector memory: queries contain NaN or infinite values; "
+                                   "query only once every feature is defined")
+        found = min(k, len(self))
+        squared, positions = self._state_search.search(self._standardise(queries), found)
+        valid = positions >= 0
+        similarities[:, :found] = np.where(valid, 1.0 / (1.0 + np.sqrt(np.maximum(squared, 0))),
+                                           0.0)
+        row_ids[:, :found] = np.where(valid, self._kept[positions], -1)
+        return similarities, row_ids
+
+    def memory_vote(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """Similarity-weighted mean of direction * return_pct over each query's neighbours.
+
+        That is the return a long would have had in the ``k`` most similar past
+        situations: sum(s_j * direction_j * return_pct_j) / sum(s_j); 0.0 for a query
+        without neighbours. Returns float64 (m,).
+        """
+        similarities, row_ids = self.nearest_states(queries, k)
+        found = row_ids >= 0
+        signed = np.zeros_like(similarities)
+        signed[found] = self._signed_returns[row_ids[found]]
+        weight = similarities.sum(axis=1)
+        total = (similarities * signed).sum(axis=1)
+        return np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)
+
+    def similar(self, queries: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
+        """Metadata of each query's ``k`` nearest rows, each with its "similarity"."""
+        similarities, row_ids = self.nearest_states(queries, k)
+        return [
+            [dict(self._rows[i], similarity=float(s)) for s, i in zip(sims, ids) if i >= 0]
+            for sims, ids in zip(similarities, row_ids)
+        ]
+
+    def search_text(self, text: str, k: int) -> list[dict[str, Any]]:
+        """Metadata of the ``k`` rows whose texts are most similar to ``text`` (cosine)."""
+        if not len(self) or k < 1:
+            return []
+        if self._text_search is None:
+            self._text_search = faiss.IndexFlatIP(self._embedder.dim)
+            self._text_search.add(np.ascontiguousarray(self._texts[self._kept]))
+        query = np.ascontiguousarray(self._embedder.encode([text]), dtype=np.float32)
+        scores, positions = self._text_search.search(query, min(k, len(self)))
+        return [dict(self._rows[self._kept[p]], similarity=float(s))
+                for s, p in zip(scores[0], positions[0]) if p >= 0]
+
+    def row(self, row_id: int) -> dict[str, Any]:
+        """A copy of one row's metadata (``row_id`` as returned by ``nearest_states``)."""
+        return dict(self._rows[row_id])
+
+    def info(self) -> dict[str, Any]:
+        """Counts, dimensions, embedders and generation, for ``bt memory inspect``."""
+        return {
+            "rows": len(self._rows),
+            "kept": len(self),
+            "staged": sum(len(block) for _, _, block in self._staged),
+            "max_size": self._max_size,
+            "generation": self.generation,
+            "state_dim": self._state_dim,
+            "state_embedder": {"name": STATE_EMBEDDER_NAME, "dim": self._state_dim},
+            "text_embedder": {"name": self._embedder.name, "dim": self._embedder.dim},
+        }
+
+
+def rebuild(folder: Path, outcomes: list[dict[str, Any]], generation: int,
+            embedder: Embedder) -> None:
+    """Write fresh vector indexes for ``folder`` from its outcome dicts (`bt memory doctor`).
+
+    Each outcome needs the row fields (``ROW_FIELDS``), "state" (list of floats) and
+    optionally "reasoning"; its text is the description plus " " + reasoning. Outcomes of
+    generations newer than ``generation`` (not committed) are left out. All texts are
+    embedded in one call.
+    """
+    committed = [outcome for outcome in outcomes
+                 if _generation_of(outcome) <= generation]
+    memory = VectorMemory(max_size=max(1, len(committed)), embedder=embedder)
+    if committed:
+        lengths = {len(outcome.get("state") or ()) for outcome in committed}
+        if len(lengths) != 1 or 0 in lengths:
+            raise MemoryStoreError(
+                f"outcome files: every outcome needs a 'state' vector of one length, was "
+                f"lengths {sorted(lengths)}; reset the memory (`bt memory reset`) and run again"
+            )
+        states = np.array([outcome["state"] for outcome in committed], dtype=np.float32)
+        texts = [_outcome_text(outcome) for outcome in committed]
+        rows = [_clean_row(outcome, _generation_of(outcome)) for outcome in committed]
+        memory._stage(states, embedder.encode(texts), rows)
+    memory.save(folder, generation)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _outcome_text(outcome: dict[str, Any]) -> str:
+    reasoning = outcome.get("reasoning")
+    description = str(outcome.get("description") or "")
+    return f"{description} {reasoning}" if reasoning else description
+
+
+def _generation_of(outcome: dict[str, Any]) -> int:
+    value = outcome.get("generation")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise MemoryStoreError(f"outcome {outcome.get('decision_id')!r}: field 'generation' "
+                               f"must be an integer, was {value!r}")
+    return int(value)
+
+
+def _clean_row(row: dict[str, Any], generation: int) -> dict[str, Any]:
+    """The row's metadata as JSON-ready Python values, with its generation."""
+    missing = [field for field in _INPUT_FIELDS if field not in row]
+    if missing:
+        raise MemoryStoreError(f"vector memory: row {row.get('decision_id')!r} lacks "
+                               f"{', '.join(missing)}; each row needs {', '.join(_INPUT_FIELDS)}")
+    clean = {field: _plain(row[field]) for field in _INPUT_FIELDS}
+    clean["generation"] = int(generation)
+    for field in ("direction", "return_pct"):
+        value = clean[field]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not np.isfinite(value):
+            raise MemoryStoreError(f"vector memory: row {clean['decision_id']!r} field "
+                                   f"{field!r} must be a finite number, was {value!r}")
+    clean["entry_time"] = _plain_time(clean["entry_time"])
+    return clean
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _plain_time(value: Any) -> int | str:
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, (dt.datetime, np.datetime64, pd.Timestamp)):
+        stamp = pd.Timestamp(value)
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        return stamp.isoformat()
+    raise MemoryStoreError(f"vector memory: entry_time must be ns since the epoch (UTC) or an "
+                           f"ISO-8601 time, was {value!r}")
+
+
+def _times_ns(values: list[Any]) -> np.ndarray:
+    """Entry times (ints in ns UTC, or ISO-8601 strings; naive = UTC) as int64 ns."""
+    if all(isinstance(value, int) and not isinstance(value, bool) for value in values):
+        return np.array(values, dtype=np.int64)
+    if all(isinstance(value, str) for value in values):
+        return pd.to_datetime(values, utc=True, format="ISO8601").as_unit("ns").asi8.copy()
+    return np.array([value if isinstance(value, int) else _timestamp_ns(value)
+                     for value in values], dtype=np.int64)
+
+
+def _timestamp_ns(value: Any) -> int:
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return int(stamp.as_unit("ns").value)
+
+
+def _read_index_json(path: Path, embedder: Embedder) -> tuple[dict[str, Any], list[dict]]:
+    try:
+        header = orjson.loads(path.read_bytes())
+    except OSError as e:
+        raise MemoryStoreError(f"{path}: cannot be read ({e.strerror}); {_DOCTOR}") from None
+    except orjson.JSONDecodeError as e:
+        reason = " ".join(str(e).split())
+        raise MemoryStoreError(f"{path}: not valid JSON ({reason}); {_DOCTOR}") from None
+    if not isinstance(header, dict):
+        raise MemoryStoreError(f"{path}: must hold a JSON object, was "
+                               f"{type(header).__name__}; {_DOCTOR}")
+    version = header.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise MemoryStoreError(
+            f"{path}: written by a newer bt (schema_version was {version}, this bt reads "
+            f"{SCHEMA_VERSION}); upgrade bt, or {_DOCTOR} in this version's format"
+        )
+    if version != SCHEMA_VERSION:
+        raise MemoryStoreError(f"{path}: schema_version must be {SCHEMA_VERSION}, was "
+                               f"{version!r}; {_DOCTOR}")
+    text = header.get("text_embedder")
+    state = header.get("state_embedder")
+    rows = header.get("rows")
+    state_dim = header.get("state_dim")
+    problem = None
+    if not _is_count(header.get("generation")):
+        problem = f"generation must be an integer >= 0, was {header.get('generation')!r}"
+    elif not _is_count(state_dim):
+        problem = f"state_dim must be an integer >= 0, was {state_dim!r}"
+    elif not (isinstance(text, dict) and isinstance(text.get("name"), str)
+              and _is_count(text.get("dim"))):
+        problem = f"text_embedder must be {{name, dim}}, was {text!r}"
+    elif not (isinstance(state, dict) and state.get("name") == STATE_EMBEDDER_NAME
+              and state.get("dim") == state_dim):
+        problem = (f"state_embedder must be {{name: {STATE_EMBEDDER_NAME!r}, dim: "
+                   f"{state_dim!r}}}, was {state!r}")
+    elif not isinstance(rows, list):
+        problem = f"rows must be a list, was {type(rows).__name__}"
+    else:
+        required = frozenset(ROW_FIELDS)
+        bad = next((i for i, row in enumerate(rows)
+                    if not (isinstance(row, dict) and required <= row.keys())), None)
+        if bad is not None:
+            lacking = [field for field in ROW_FIELDS
+                       if not isinstance(rows[bad], dict) or field not in rows[bad]]
+            problem = (f"rows[{bad}] must hold {', '.join(ROW_FIELDS)}, was without "
+                       f"{', '.join(lacking)}")
+    if problem:
+        raise MemoryStoreError(f"{path}: {problem}; {_DOCTOR}")
+    if (text["name"], text["dim"]) != (embedder.name, embedder.dim):
+        raise MemoryStoreError(
+            f"{path}: the text index was built by embedder {text['name']!r} "
+            f"({text['dim']}-d), was opened with {embedder.name!r} ({embedder.dim}-d); indexes "
+            f"of different embedders are never mixed: run `bt memory doctor` to rebuild it "
+            f"with {embedder.name!r}, or use --memory-dir for a separate memory"
+        )
+    return header, rows
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _read_faiss(path: Path, *, metric: int, dim: int, count: int) -> np.ndarray:
+    """The vectors (count, dim) float32 of a flat FAISS index file, checked."""
+    kind = "IndexFlatL2" if metric == faiss.METRIC_L2 else "IndexFlatIP"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MemoryStoreError(f"{path}: file is missing; {_DOCTOR}") from None
+    except OSError as e:
+        raise MemoryStoreError(f"{path}: cannot be read ({e.strerror}); {_DOCTOR}") from None
+    try:
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except Exception as e:  # FAISS raises RuntimeError with a long C++ message
+        reason = ("truncated" if "read error" in str(e) else
+                  "unknown index type" if "not recognized" in str(e) else "unparsable")
+        raise MemoryStoreError(f"{path}: not a readable FAISS index, was {reason} "
+                               f"({len(data)} bytes); {_DOCTOR}") from None
+    if not isinstance(index, faiss.IndexFlat) or index.metric_type != metric:
+        raise MemoryStoreError(f"{path}: must be a FAISS {kind}, was "
+                               f"{type(index).__name__}; {_DOCTOR}")
+    if index.d != dim:
+        raise MemoryStoreError(f"{path}: vectors must have {dim} dimensions as index.json "
+                               f"says, was {index.d}; {_DOCTOR}")
+    if index.ntotal != count:
+        raise MemoryStoreError(f"{path}: holds {index.ntotal} rows, was {count} rows in "
+                               f"index.json; {_DOCTOR}")
+    if not count or not dim:
+        return np.zeros((count, dim), dtype=np.float32)
+    flat = faiss.rev_swig_ptr(index.get_xb(), count * dim)
+    return np.array(flat, dtype=np.float32).reshape(count, dim)
