@@ -98,23 +98,72 @@ class ExecutionConfig:
                self.max_holding_bars, ">= 0")
 
 
+LEARNING_METHODS = ("mwu", "thompson", "wilson", "equal")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EnsembleConfig:
-    """How provider votes combine into decisions."""
+    """How provider votes combine into decisions and how their weights are learned."""
 
-    method: str = "equal"
+    method: str = "mwu"  # mwu | thompson | wilson | equal (see backtester/ensemble.py)
     threshold: float = 0.25  # minimum |score| to trade
+    learning_rate: float = 0.1  # eta of the multiplicative-weights update
+    weight_floor: float = 0.2  # no weight below floor x (1 / providers)
+    regime_shrinkage: float = 200.0  # scored votes at which a regime's own weight counts half
+    shadow_horizon: int = 0  # bars a vote is scored over; 0 = execution.max_holding_bars
+    seed: int = 0  # Thompson sampling's generator
 
     def __post_init__(self) -> None:
-        _check(self.method in ("equal",), "ensemble.method", self.method, "'equal'")
+        _check(self.method in LEARNING_METHODS, "ensemble.method", self.method,
+               f"one of {', '.join(LEARNING_METHODS)}")
         _check(0 < self.threshold <= 1, "ensemble.threshold", self.threshold, "in (0, 1]")
+        _check(0 <= self.learning_rate <= 10, "ensemble.learning_rate", self.learning_rate,
+               "in [0, 10]")
+        _check(0 <= self.weight_floor < 1, "ensemble.weight_floor", self.weight_floor,
+               "in [0, 1)")
+        _check(self.regime_shrinkage >= 0, "ensemble.regime_shrinkage", self.regime_shrinkage,
+               ">= 0")
+        _check(self.shadow_horizon >= 0, "ensemble.shadow_horizon", self.shadow_horizon, ">= 0")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MonitorConfig:
+    """Performance monitor: scale position size down after a losing streak."""
+
+    enabled: bool = True
+    window: int = 50  # the last N closed trades
+    min_win_rate: float = 0.25  # below this, the next chunk trades smaller
+    size_multiplier: float = 0.5  # applied to position_size while below
+
+    def __post_init__(self) -> None:
+        _check(self.window >= 1, "monitor.window", self.window, ">= 1")
+        _check(0 <= self.min_win_rate <= 1, "monitor.min_win_rate", self.min_win_rate,
+               "in [0, 1]")
+        _check(0 < self.size_multiplier <= 1, "monitor.size_multiplier", self.size_multiplier,
+               "in (0, 1]")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MemoryConfig:
-    """The memory folder shared between chunks and runs."""
+    """The memory folder shared between chunks and runs, and the memory vote."""
 
     dir: str = "data/memory"
+    enabled: bool = True  # false (or --no-memory): no learning, nothing read or written
+    max_memory_size: int = 1000  # newest outcomes loaded for the memory vote
+    k: int = 10  # nearest past situations in the memory vote and LLM prompts
+    vote_weight: float = 0.2  # share of the memory vote in the ensemble score
+    vote_scale: float = 0.02  # |similarity-weighted past return| at which the vote saturates
+    min_neighbours: int = 20  # the memory votes only once it holds this many outcomes
+    embedder: str = "auto"  # auto | sentence | hashing (text vectors)
+
+    def __post_init__(self) -> None:
+        _check(self.max_memory_size >= 1, "memory.max_memory_size", self.max_memory_size, ">= 1")
+        _check(self.k >= 1, "memory.k", self.k, ">= 1")
+        _check(0 <= self.vote_weight <= 1, "memory.vote_weight", self.vote_weight, "in [0, 1]")
+        _check(self.vote_scale > 0, "memory.vote_scale", self.vote_scale, "> 0")
+        _check(self.min_neighbours >= 1, "memory.min_neighbours", self.min_neighbours, ">= 1")
+        _check(self.embedder in ("auto", "sentence", "hashing"), "memory.embedder",
+               self.embedder, "auto, sentence or hashing")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -126,8 +175,10 @@ class Config:
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     regime: RegimeConfig = field(default_factory=RegimeConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     strategies: tuple[Any, ...] = ()  # one config object per enabled strategy
+    providers: tuple[Any, ...] = ()  # one config object per [providers.<name>] (ML, LLM)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (strategies keyed by name), as written to config.toml."""
@@ -137,25 +188,69 @@ class Config:
                 out["strategies"] = {
                     s.name: {"enabled": True, **_section_dict(s)} for s in self.strategies
                 }
+            elif f.name == "providers":
+                if self.providers:
+                    out["providers"] = {
+                        p.name: {"kind": provider_kind(p), **_section_dict(p, skip=("name",))}
+                        for p in self.providers
+                    }
             else:
                 out[f.name] = _section_dict(getattr(self, f.name))
         return out
 
     def hash(self, *, exclude: tuple[str, ...] = ()) -> str:
-        """SHA-256 of the canonical JSON of the config (sorted keys), less ``exclude`` sections."""
-        data = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        """SHA-256 of the canonical JSON of the config (sorted keys), less ``exclude``.
+
+        ``exclude`` names sections ("run") or keys ("memory.dir").
+        """
+        data = self.to_dict()
+        for dotted in exclude:
+            section, _, key = dotted.partition(".")
+            if key:
+                data[section] = {k: v for k, v in data[section].items() if k != key}
+            else:
+                data.pop(section, None)
         return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def decision_hash(self) -> str:
-        """Hash of what shapes decisions (not where or how the period is run or stored)."""
-        return self.hash(exclude=("run", "memory"))
+        """Hash of what shapes decisions: not the period, where results go, or the folder.
+
+        Decision ids and the memory folder's config check use it, so `bt run --year 2026`
+        continues the memory of `bt run --year 2025`.
+        """
+        return self.hash(exclude=("run", "memory.dir", "memory.enabled"))
 
 
-def _section_dict(section: Any) -> dict[str, Any]:
+def _section_dict(section: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
         f.name: list(v) if isinstance(v := getattr(section, f.name), tuple) else v
         for f in dataclasses.fields(section)
+        if f.name not in skip
     }
+
+
+# kind -> (module, provider class); modules hold KIND and CONFIG_CLASS and are imported on
+# demand (the LSTM module pulls in torch only when an LSTM is configured)
+PROVIDER_KINDS = {
+    "gbm": ("backtester.providers.ml", "GradientBoostingProvider"),
+    "lstm": ("backtester.providers.lstm", "LSTMProvider"),
+    "llm": ("backtester.providers.llm", "LLMProvider"),
+}
+
+
+def provider_module(kind: str) -> Any:
+    """The module implementing a provider kind."""
+    import importlib
+
+    return importlib.import_module(PROVIDER_KINDS[kind][0])
+
+
+def provider_kind(config: Any) -> str:
+    """The kind of a provider config object."""
+    for kind, (module, _) in PROVIDER_KINDS.items():
+        if type(config).__module__ == module:
+            return kind
+    raise ConfigError(f"unknown provider config {type(config).__name__}")
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -266,6 +361,8 @@ def _build_config(data: dict[str, Any], registry: dict[str, type]) -> Config:
             raise ConfigError(f"'{name}' must be a [{name}] table, was {value!r}")
         if name == "strategies":
             kwargs[name] = _build_strategies(value, registry)
+        elif name == "providers":
+            kwargs[name] = _build_providers(value)
         else:
             kwargs[name] = build_section(hints[name], value, name)
     if "strategies" not in kwargs:
@@ -290,6 +387,26 @@ def _build_strategies(data: dict[str, Any], registry: dict[str, type]) -> tuple[
                                          f"strategies.{name}"))
     if not configs:
         raise ConfigError("no strategy is enabled; enable at least one [strategies.<name>]")
+    return tuple(configs)
+
+
+def _build_providers(data: dict[str, Any]) -> tuple[Any, ...]:
+    configs = []
+    for name, section in sorted(data.items()):
+        if not isinstance(section, dict):
+            raise ConfigError(f"providers.{name} must be a table, was {section!r}")
+        section = dict(section)
+        kind = section.pop("kind", None)
+        if kind not in PROVIDER_KINDS:
+            raise ConfigError(f"providers.{name}.kind must be one of "
+                              f"{', '.join(PROVIDER_KINDS)}, was {kind!r}")
+        if section.pop("enabled", True) is False:
+            continue
+        if section.setdefault("name", name) != name:
+            raise ConfigError(f"providers.{name}.name must equal the table name {name!r}, "
+                              f"was {section['name']!r}; remove the key")
+        config_class = provider_module(kind).CONFIG_CLASS
+        configs.append(build_section(config_class, section, f"providers.{name}"))
     return tuple(configs)
 
 

@@ -21,3 +21,11 @@ class DataError(BtError):
 
 class EngineError(BtError):
     """Inputs to the simulation kernels are inconsistent."""
+
+
+class MemoryStoreError(BtError):
+    """The memory folder (or a file in it) is unusable as it is."""
+
+
+class MemoryLockedError(MemoryStoreError):
+    """Another live run holds the memory folder's lock."""

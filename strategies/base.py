@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from backtester.features import FEATURE_NAMES
-from backtester.providers.base import Candidates, MarketContext, Votes
+from backtester.providers.base import Candidates, MarketContext, Similar, Votes
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -75,7 +75,16 @@ class Strategy(ABC):
         """Where this strategy proposes entries on bars [start, stop): bool (bars, assets)."""
         return self._signals(context).entry[start:stop] != 0
 
-    def vote(self, context: MarketContext, candidates: Candidates) -> Votes:
+    def prepare(self, context: MarketContext, start: int, stop: int) -> dict[str, float]:
+        """Rules learn nothing before a chunk."""
+        return {}
+
+    def report(self) -> dict[str, float]:
+        """Rules have no per-chunk counters."""
+        return {}
+
+    def vote(self, context: MarketContext, candidates: Candidates,
+             similar: Similar | None = None) -> Votes:
         """This strategy's vote and confidence on each candidate."""
         s = self._signals(context)
         vote = s.view[candidates.bar, candidates.asset].astype(np.int8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -40,7 +41,9 @@ def market() -> tuple[Bars, int]:
 
 
 def _config(tmp_path, **run):
-    config = load_config(None, {"run.out_dir": str(tmp_path / "runs")})
+    """The default config with learning off (the chunk-invariance setting)."""
+    config = load_config(None, {"run.out_dir": str(tmp_path / "runs"), "memory.enabled": False,
+                                "memory.dir": str(tmp_path / "memory")})
     return replace(config, run=replace(config.run, **run))
 
 
@@ -97,7 +100,8 @@ def test_results_are_written_and_agree_with_each_other(market, tmp_path):
     result = run_backtest(_config(tmp_path, chunk="month"), bars=bars, first=first)
     out = result.out_dir
     assert {p.name for p in out.iterdir()} == {"metrics.json", "trades.parquet",
-                                               "equity.parquet", "config.toml"}
+                                               "equity.parquet", "config.toml",
+                                               "report.html"}
     summary = orjson.loads((out / "metrics.json").read_bytes())
     trades = pd.read_parquet(out / "trades.parquet")
     equity = pd.read_parquet(out / "equity.parquet")
@@ -109,9 +113,12 @@ def test_results_are_written_and_agree_with_each_other(market, tmp_path):
     assert load_config(out / "config.toml") == result.config
 
 
-def test_warmup_covers_features_and_regimes():
-    config = load_config(None)
+def test_warmup_covers_features_regimes_and_ml_training_history():
     from backtester.features import WARMUP_BARS
     from backtester.regime import regime_warmup
 
+    config = load_config(None)
     assert warmup_bars(config) == max(WARMUP_BARS, regime_warmup(config.regime))
+    ml = load_config(Path(__file__).resolve().parents[1] / "configs" / "ml.toml")
+    gbm = next(p for p in ml.providers if p.name == "gbm")
+    assert warmup_bars(ml) >= gbm.train_bars + gbm.horizon

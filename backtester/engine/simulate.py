@@ -85,6 +85,32 @@ class EngineState:
             next_bar=0,
         )
 
+    def to_json(self) -> dict:
+        """A JSON-ready dict (NaN as None) that ``from_json`` turns back into this state."""
+        out: dict = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray):
+                out[name] = [None if isinstance(x, float) and np.isnan(x) else x
+                             for x in value.tolist()]
+            else:
+                out[name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> EngineState:
+        """Rebuild a state written by ``to_json`` (exactly: floats round-trip)."""
+        template = cls.initial(len(data["units"]), 1.0)
+        values = {}
+        for name in cls.__slots__:
+            current = getattr(template, name)
+            if isinstance(current, np.ndarray):
+                raw = [np.nan if x is None else x for x in data[name]]
+                values[name] = _read_only(np.array(raw, dtype=current.dtype))
+            else:
+                values[name] = type(current)(data[name])
+        return cls(**values)
+
     @property
     def n_assets(self) -> int:
         return int(self.units.shape[0])

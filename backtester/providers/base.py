@@ -49,9 +49,22 @@ class Votes:
     reasoning: tuple[str, ...] | None = None
 
 
+Similar = list[list[dict]]  # per candidate, the k nearest past situations with outcomes
+
+
 class Provider(Protocol):
-    """Anything with a name that votes on a batch of candidates."""
+    """Anything with a name that votes on a batch of candidates.
+
+    Per chunk the runner calls ``prepare`` once (a model trains here on bars before
+    ``start`` only), then ``vote`` on the chunk's candidates, then ``report`` (counters
+    and figures of the chunk, e.g. train accuracy or LLM requests, for the memory stats).
+    """
 
     name: str
 
-    def vote(self, context: MarketContext, candidates: Candidates) -> Votes: ...
+    def prepare(self, context: MarketContext, start: int, stop: int) -> dict[str, float]: ...
+
+    def vote(self, context: MarketContext, candidates: Candidates,
+             similar: Similar | None = None) -> Votes: ...
+
+    def report(self) -> dict[str, float]: ...

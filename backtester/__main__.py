@@ -1,0 +1,5 @@
+"""`python -m backtester` runs the CLI."""
+
+from backtester.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""Shared pieces of the CLI: consoles, option types, the one-line error exit, formatting."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+console = Console()
+error_console = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file "
+                                                "(default: configs/default.toml).")]
+YearOpt = Annotated[int | None, typer.Option(help="Calendar year to run (UTC).")]
+SymbolsOpt = Annotated[str | None, typer.Option(help="Comma-separated symbols, e.g. BTCUSD,ETHUSD.")]
+TimeframeOpt = Annotated[str | None, typer.Option(help="Bar size to resample to, e.g. 15min, 1h.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed of the embedded market generator.")]
+
+
+def fail(error: Exception) -> None:
+    """Print one red line and exit 1 (BT_DEBUG=1 re-raises for the traceback)."""
+    if os.environ.get("BT_DEBUG"):
+        raise error
+    error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=1)
+
+
+def split_symbols(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def load(config: Path | None, overrides: dict[str, Any]):
+    from backtester.config import load_config
+
+    return load_config(config, overrides)
+
+
+def fmt(value: float | None, kind: str = "num") -> str:
+    """A number for a table: pct (signed %), rate (%), int, weight (3 decimals), num."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if kind == "pct":
+        return f"{value:+.2%}"
+    if kind == "rate":
+        return f"{value:.2%}"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "weight":
+        return f"{value:.3f}"
+    return f"{value:.2f}"

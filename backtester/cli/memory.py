@@ -1,0 +1,262 @@
+"""`bt memory inspect|search|doctor|reset`: what the memory holds and what it learned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.table import Table
+
+from backtester.cli.common import ConfigOpt, console, fail, fmt, load
+from backtester.errors import BtError, MemoryStoreError
+
+app = typer.Typer(help="Inspect, search, repair and reset the memory folder.",
+                  no_args_is_help=True)
+
+MemoryDirOpt = Annotated[str | None, typer.Option(
+    "--memory-dir", help="Memory folder (default: memory.dir of the config, data/memory).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _folder(config: Path | None, memory_dir: str | None) -> Path:
+    return Path(load(config, {"memory.dir": memory_dir}).memory.dir)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+                            | orjson.OPT_NON_STR_KEYS).decode())
+
+
+def _text_embedder(folder: Path):
+    """The embedder that built the folder's text index (so a search is never mixed)."""
+    from backtester.memory.embedders import HashingEmbedder, default_embedder
+    from backtester.memory.io import read_json
+
+    try:
+        name = read_json(folder / "vectors" / "index.json")["text_embedder"]["name"]
+    except FileNotFoundError:
+        return None
+    return HashingEmbedder() if name == HashingEmbedder().name else default_embedder("sentence")
+
+
+def memory_report(folder: Path) -> dict[str, Any]:
+    """Everything `inspect` shows, as one JSON-ready dict."""
+    from backtester.memory.io import read_json
+    from backtester.memory.store import MemoryStore
+
+    if not (folder / "manifest.json").exists():
+        return {"folder": str(folder), "empty": True}
+    store = MemoryStore.open(folder, config_hash=None, create=False)
+    summary = store.summary()
+    snapshots = []
+    for chunk in store.committed_chunks():
+        snap = read_json(folder / chunk["snapshot"])
+        learning = snap.get("learning", {})
+        snapshots.append({
+            "chunk": chunk["label"], "generation": chunk["generation"],
+            "return": snap.get("return"), "sharpe": snap.get("sharpe"),
+            "win_rate": snap.get("win_rate"), "trades": snap.get("trades"),
+            "pnl": snap.get("pnl"), "size_multiplier": snap.get("size_multiplier"),
+            "ensemble_hit_rate": learning.get("ensemble", {}).get("hit_rate"),
+            "hit_rate_without_memory":
+                learning.get("ensemble_without_memory", {}).get("hit_rate"),
+            "memory_vote_hit_rate": learning.get("memory_vote", {}).get("hit_rate"),
+            "weights": snap.get("weights", {}),
+        })
+    vectors = None
+    index = folder / "vectors" / "index.json"
+    if index.exists():
+        header = read_json(index)
+        vectors = {"rows": len(header.get("rows", [])), "generation": header.get("generation"),
+                   "state_dim": header.get("state_dim"),
+                   "text_embedder": header.get("text_embedder"),
+                   "state_embedder": header.get("state_embedder")}
+    return {
+        "folder": str(folder), "empty": False,
+        "size_bytes": summary["size_bytes"], "files": summary["files"],
+        "config_hash": summary["config_hash"], "chunks_committed": summary["generation"],
+        "outcomes_per_chunk": summary["outcomes_per_chunk"],
+        "active_run": summary["active_run"] and {
+            k: summary["active_run"][k] for k in ("run_id", "chunks_done", "chunks_total")},
+        "providers": store.provider_stats().get("providers", {}),
+        "regimes": store.regime_stats().get("regimes", {}),
+        "snapshots": snapshots,
+        "vectors": vectors,
+        "parameters": {k: v for k, v in store.parameters().items() if k != "recent_wins"},
+    }
+
+
+@app.command()
+def inspect(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
+            json: JsonOpt = False) -> None:
+    """Show what the memory holds and what it learned."""
+    try:
+        folder = _folder(config, memory_dir)
+        data = memory_report(folder)
+    except BtError as e:
+        fail(e)
+    if json:
+        _print_json(data)
+        return
+    if data["empty"]:
+        console.print(f"{folder}: empty memory (nothing committed yet)", highlight=False)
+        return
+    files = ", ".join(f"{n} {k}" for k, n in sorted(data["files"].items()))
+    console.print(f"[bold]{folder}[/]  {data['size_bytes'] / 1e6:.1f} MB  ({files})  "
+                  f"config {data['config_hash'][:8]}  chunks {data['chunks_committed']}",
+                  highlight=False)
+    if data["active_run"]:
+        run = data["active_run"]
+        console.print(f"unfinished run {run['run_id']}: {run['chunks_done']} of "
+                      f"{run['chunks_total']} chunks (bt run --resume continues it)",
+                      highlight=False)
+    providers = Table(title="providers", title_justify="left")
+    for name in ("provider", "votes", "hit rate", "avg shadow return", "trades", "win rate",
+                 "weight"):
+        providers.add_column(name, justify="left" if name == "provider" else "right")
+    for name, row in data["providers"].items():
+        providers.add_row(name, fmt(row["votes"], "int"),
+                          fmt(row["hits"] / row["votes"] if row["votes"] else None, "rate"),
+                          fmt(row["shadow_pnl"] / row["votes"] if row["votes"] else None,
+                              "pct"), fmt(row["trades"], "int"),
+                          fmt(row["wins"] / row["trades"] if row["trades"] else None, "rate"),
+                          fmt(row["weight"], "weight"))
+    console.print(providers)
+    weights = Table(title="weights used, chunk by chunk (overall)", title_justify="left")
+    weights.add_column("chunk")
+    for name in data["providers"]:
+        weights.add_column(name, justify="right")
+    for snap in data["snapshots"]:
+        overall = snap["weights"].get("overall", {})
+        weights.add_row(snap["chunk"], *(fmt(overall.get(n), "weight") for n in data["providers"]))
+    console.print(weights)
+    names = list(data["providers"])
+    regimes = Table(title="regime x provider: hit rate (weight)", title_justify="left")
+    for name in ("regime", "scored", *names):
+        regimes.add_column(name, justify="left" if name == "regime" else "right")
+    for regime, table in data["regimes"].items():
+        cells = []
+        for name in names:
+            row = table["providers"].get(name)
+            rate = row["hits"] / row["votes"] if row and row["votes"] else None
+            cells.append(f"{fmt(rate, 'rate')} ({fmt(row and row.get('weight'), 'weight')})")
+        regimes.add_row(regime, fmt(table["scored"], "int"), *cells)
+    console.print(regimes)
+    trajectory = Table(title="snapshots, chunk by chunk (hit rates: ensemble, without the "
+                       "memory vote, memory vote alone)", title_justify="left")
+    for name in ("chunk", "trades", "win rate", "return", "sharpe", "size", "hits",
+                 "no memory", "memory"):
+        trajectory.add_column(name, justify="left" if name == "chunk" else "right")
+    for snap in data["snapshots"]:
+        trajectory.add_row(snap["chunk"], fmt(snap["trades"], "int"),
+                           fmt(snap["win_rate"], "rate"), fmt(snap["return"], "pct"),
+                           fmt(snap["sharpe"]), fmt(snap["size_multiplier"]),
+                           fmt(snap["ensemble_hit_rate"], "rate"),
+                           fmt(snap["hit_rate_without_memory"], "rate"),
+                           fmt(snap["memory_vote_hit_rate"], "rate"))
+    console.print(trajectory)
+    vectors = data["vectors"]
+    if vectors:
+        text = vectors["text_embedder"]
+        console.print(f"vectors: {vectors['rows']:,} situations; states {vectors['state_dim']}-d "
+                      f"({vectors['state_embedder']['name']}), text {text['dim']}-d "
+                      f"({text['name']})", highlight=False)
+    history = data["parameters"].get("history", [])
+    console.print(f"position size multiplier {data['parameters'].get('size_multiplier', 1.0)}; "
+                  f"{len(history)} adjustment(s)", highlight=False)
+    for change in history:
+        console.print(f"  {change['chunk']}: {change['parameter']} {change['old']} -> "
+                      f"{change['new']} ({change['reason']})", highlight=False)
+
+
+@app.command()
+def search(
+    text: Annotated[str, typer.Argument(help="What to look for, e.g. 'stopped out in a "
+                                             "volatile market'.")],
+    k: Annotated[int, typer.Option("-k", help="How many situations.")] = 5,
+    memory_dir: MemoryDirOpt = None,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """The past situations most similar to TEXT, with their outcomes."""
+    from backtester.memory.store import MemoryStore
+    from backtester.memory.vectors import VectorMemory
+
+    try:
+        folder = _folder(config, memory_dir)
+        embedder = _text_embedder(folder)
+        if embedder is None:
+            raise MemoryStoreError(f"{folder}: no vector index yet; run `bt run` first")
+        store = MemoryStore.open(folder, config_hash=None, create=False)
+        vectors = VectorMemory.load(folder, committed_generation=store.generation,
+                                    max_size=10**9, embedder=embedder)
+        hits = vectors.search_text(text, k)
+    except BtError as e:
+        fail(e)
+    if json:
+        _print_json(hits)
+        return
+    table = Table(title=f"nearest to {text!r}", title_justify="left")
+    for name in ("similarity", "symbol", "side", "entry", "regime", "exit", "return",
+                 "description"):
+        table.add_column(name, justify="right" if name in ("similarity", "return") else "left")
+    for hit in hits:
+        table.add_row(f"{hit['similarity']:.3f}", hit["symbol"],
+                      "long" if hit["direction"] > 0 else "short", str(hit["entry_time"]),
+                      hit["regime"], hit["exit_reason"], fmt(hit["return_pct"], "pct"),
+                      hit["description"])
+    console.print(table)
+
+
+@app.command()
+def doctor(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
+           json: JsonOpt = False) -> None:
+    """Verify every file; quarantine unreadable ones; rebuild stats and vectors."""
+    from backtester.memory.embedders import default_embedder
+    from backtester.memory.store import doctor as run_doctor
+    from backtester.memory.vectors import rebuild
+
+    try:
+        cfg = load(config, {"memory.dir": memory_dir})
+        folder = Path(cfg.memory.dir)
+        embedder = _text_embedder(folder) or default_embedder(cfg.memory.embedder)
+        report = run_doctor(folder, rebuild_vectors=lambda f, o, g: rebuild(f, o, g, embedder))
+    except BtError as e:
+        fail(e)
+    if json:
+        _print_json(report)
+        return
+    console.print(f"checked {report['checked']:,} files in {folder}", highlight=False)
+    for name in report["quarantined"]:
+        console.print(f"  [yellow]quarantined[/] {name} -> {folder / 'quarantine'}",
+                      highlight=False)
+    for name in report["rebuilt"]:
+        console.print(f"  rebuilt {name}", highlight=False)
+    for line in report["problems"]:
+        console.print(f"  [yellow]problem[/] {line}", highlight=False)
+    if not (report["quarantined"] or report["problems"]):
+        console.print("[green]ok[/]: every file is readable and consistent")
+
+
+@app.command()
+def reset(
+    memory_dir: MemoryDirOpt = None,
+    config: ConfigOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Start the memory empty: the folder is moved aside to a timestamped backup."""
+    from backtester.memory.store import reset as reset_folder
+
+    try:
+        folder = _folder(config, memory_dir)
+        if not folder.exists():
+            console.print(f"{folder}: nothing to reset", highlight=False)
+            return
+        if not yes and not typer.confirm(f"Move {folder} aside and start an empty memory?"):
+            raise typer.Exit(code=1)
+        backup = reset_folder(folder)
+    except BtError as e:
+        fail(e)
+    console.print(f"memory reset; the old folder is kept at {backup}", highlight=False)
