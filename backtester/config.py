@@ -167,6 +167,40 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class MetricTolerance:
+    """How far one metric may move from the baseline: |now - base| <= abs + rel * |base|."""
+
+    metric: str
+    abs: float = 0.0
+    rel: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.abs >= 0, f"regress.tolerances.{self.metric}.abs", self.abs, ">= 0")
+        _check(self.rel >= 0, f"regress.tolerances.{self.metric}.rel", self.rel, ">= 0")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RegressConfig:
+    """`bt regress`: the baseline file and the tolerances of the comparison."""
+
+    baseline: str = "tests/baselines/ci.json"
+    abs_tolerance: float = 1e-9  # default for every metric and weight
+    rel_tolerance: float = 1e-6
+    tolerances: tuple[MetricTolerance, ...] = ()  # [regress.tolerances.<metric>] abs, rel
+
+    def __post_init__(self) -> None:
+        _check(self.abs_tolerance >= 0, "regress.abs_tolerance", self.abs_tolerance, ">= 0")
+        _check(self.rel_tolerance >= 0, "regress.rel_tolerance", self.rel_tolerance, ">= 0")
+
+    def tolerance(self, metric: str) -> tuple[float, float]:
+        """(abs, rel) for a metric: its own entry, else the defaults."""
+        for t in self.tolerances:
+            if t.metric == metric:
+                return t.abs, t.rel
+        return self.abs_tolerance, self.rel_tolerance
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Config:
     """The whole configuration of one run."""
 
@@ -177,6 +211,7 @@ class Config:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    regress: RegressConfig = field(default_factory=RegressConfig)
     strategies: tuple[Any, ...] = ()  # one config object per enabled strategy
     providers: tuple[Any, ...] = ()  # one config object per [providers.<name>] (ML, LLM)
 
@@ -193,6 +228,12 @@ class Config:
                     out["providers"] = {
                         p.name: {"kind": provider_kind(p), **_section_dict(p, skip=("name",))}
                         for p in self.providers
+                    }
+            elif f.name == "regress":
+                out["regress"] = _section_dict(self.regress, skip=("tolerances",))
+                if self.regress.tolerances:
+                    out["regress"]["tolerances"] = {
+                        t.metric: {"abs": t.abs, "rel": t.rel} for t in self.regress.tolerances
                     }
             else:
                 out[f.name] = _section_dict(getattr(self, f.name))
@@ -218,7 +259,7 @@ class Config:
         Decision ids and the memory folder's config check use it, so `bt run --year 2026`
         continues the memory of `bt run --year 2025`.
         """
-        return self.hash(exclude=("run", "memory.dir", "memory.enabled"))
+        return self.hash(exclude=("run", "memory.dir", "memory.enabled", "regress"))
 
 
 def _section_dict(section: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -363,11 +404,27 @@ def _build_config(data: dict[str, Any], registry: dict[str, type]) -> Config:
             kwargs[name] = _build_strategies(value, registry)
         elif name == "providers":
             kwargs[name] = _build_providers(value)
+        elif name == "regress":
+            kwargs[name] = _build_regress(value)
         else:
             kwargs[name] = build_section(hints[name], value, name)
     if "strategies" not in kwargs:
         kwargs["strategies"] = tuple(registry[n].config_class() for n in sorted(registry))
     return Config(**kwargs)
+
+
+def _build_regress(data: dict[str, Any]) -> RegressConfig:
+    data = dict(data)
+    tolerances = data.pop("tolerances", {})
+    if not isinstance(tolerances, dict) or not all(isinstance(v, dict)
+                                                   for v in tolerances.values()):
+        raise ConfigError(f"regress.tolerances must hold tables such as "
+                          f"[regress.tolerances.sharpe] abs = 0.01, was {tolerances!r}")
+    section = build_section(RegressConfig, data, "regress")
+    return dataclasses.replace(section, tolerances=tuple(
+        build_section(MetricTolerance, {"metric": metric, **limits},
+                      f"regress.tolerances.{metric}")
+        for metric, limits in sorted(tolerances.items())))
 
 
 def _build_strategies(data: dict[str, Any], registry: dict[str, type]) -> tuple[Any, ...]:

@@ -7,15 +7,25 @@ error exit.
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 
 from backtester.cli import data, memory
-from backtester.cli.run import report, run
+from backtester.cli.common import show_warning
+from backtester.cli.run import regress, report, run
 
 app = typer.Typer(help="bt: a chunked, memory-learning backtester.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
+@app.callback()
+def _setup() -> None:
+    """bt: a chunked, memory-learning backtester."""
+    warnings.showwarning = show_warning
+
+
 app.command()(run)
 app.command()(report)
+app.command()(regress)
 app.add_typer(data.app, name="data")
 app.add_typer(memory.app, name="memory")
 

@@ -21,12 +21,17 @@ TimeframeOpt = Annotated[str | None, typer.Option(help="Bar size to resample to,
 SeedOpt = Annotated[int | None, typer.Option(help="Seed of the embedded market generator.")]
 
 
-def fail(error: Exception) -> None:
-    """Print one red line and exit 1 (BT_DEBUG=1 re-raises for the traceback)."""
+def fail(error: Exception, code: int = 1) -> None:
+    """Print one red line and exit with ``code`` (BT_DEBUG=1 re-raises for the traceback)."""
     if os.environ.get("BT_DEBUG"):
         raise error
     error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=1)
+    raise typer.Exit(code=code)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one yellow line (no source path), for every command."""
+    error_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def split_symbols(text: str | None) -> list[str] | None:

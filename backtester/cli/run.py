@@ -132,3 +132,76 @@ def report(
     except BtError as e:
         fail(e)
     console.print(f"report: {path}", highlight=False)
+
+
+def regress(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The regression config.")] =
+    Path("configs/ci.toml"),
+    update: Annotated[bool, typer.Option(
+        "--update", help="Rewrite the baseline with this run's figures and show what changed.")]
+    = False,
+    json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    all_rows: Annotated[bool, typer.Option(
+        "--all", help="List every compared figure, not only the overall ones and drifts.")]
+    = False,
+) -> None:
+    """Run the regression backtest and compare it with the stored baseline.
+
+    Exit code 0: every figure within tolerance; 1: drift; 2: error.
+    """
+    import orjson
+
+    from backtester.regress import compare, measure, read_baseline, write_baseline
+
+    try:
+        cfg = load(config, {})
+        path = Path(cfg.regress.baseline)
+        now = measure(cfg)
+        baseline = read_baseline(path) if not update or path.exists() else {}
+        rows = compare(baseline, now, cfg) if baseline else []
+        if update:
+            write_baseline(path, now)
+    except BtError as e:
+        fail(e, code=2)
+    drifted = [r for r in rows if not r.passed]
+    if json:
+        typer.echo(orjson.dumps({
+            "baseline": str(path), "updated": update, "drifted": len(drifted),
+            "compared": len(rows), "config_changed": bool(baseline) and
+            baseline.get("config_hash") != now["config_hash"],
+            "rows": [{"scope": r.scope, "metric": r.metric, "baseline": r.baseline,
+                      "now": r.now, "delta": r.delta, "passed": r.passed} for r in rows],
+        }, option=orjson.OPT_INDENT_2).decode())
+    else:
+        _render_regress(rows, drifted, all_rows or update, baseline, now)
+        if update:
+            changed = f"{len(drifted)} of {len(rows)} figures changed" if baseline else "created"
+            console.print(f"baseline written: {path} ({changed})", highlight=False)
+        else:
+            verdict = "[red]DRIFT[/]" if drifted else "[green]ok[/]"
+            console.print(f"{verdict}: {len(drifted)} of {len(rows)} figures outside tolerance "
+                          f"(baseline {path})", highlight=False)
+    if drifted and not update:
+        raise typer.Exit(code=1)
+
+
+def _render_regress(rows, drifted, show_all: bool, baseline, now) -> None:
+    if baseline and baseline.get("config_hash") != now["config_hash"]:
+        console.print(f"note: the config changed since the baseline (decision hash "
+                      f"{baseline.get('config_hash', '?')[:8]} -> {now['config_hash'][:8]})",
+                      highlight=False)
+    shown = [r for r in rows if show_all or r.scope == "overall" or not r.passed]
+    if not shown:
+        return
+    table = Table(title="bt regress", title_justify="left")
+    for name in ("scope", "metric", "baseline", "now", "delta", "verdict"):
+        table.add_column(name, justify="left" if name in ("scope", "metric", "verdict")
+                         else "right")
+    for r in shown:
+        table.add_row(r.scope, r.metric, _number(r.baseline), _number(r.now), _number(r.delta),
+                      "[green]ok[/]" if r.passed else "[red]drift[/]")
+    console.print(table)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
