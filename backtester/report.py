@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from backtester.memory.io import atomic_write_bytes
 from backtester.errors import DataError
 from backtester.metrics import METRIC_NAMES
 
@@ -127,13 +126,7 @@ def write_report(run_dir: Path) -> Path:
         As `render_report`.
     """
     path = Path(run_dir) / "report.html"
-    blob = render_report(run_dir).encode("utf-8")
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(blob)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, render_report(run_dir).encode("utf-8"))
     return path
 
 

@@ -4,7 +4,7 @@ learning between chunks from the memory folder and committing what each chunk ta
 from __future__ import annotations
 
 import contextlib
-import os
+import io
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -37,6 +37,7 @@ from backtester.ensemble import (
 )
 from backtester.errors import ConfigError, MemoryStoreError
 from backtester.features import WARMUP_BARS, compute_features
+from backtester.memory.io import atomic_write_bytes
 from backtester.metrics import compute_metrics, periods_per_year
 from backtester.providers import build_provider
 from backtester.providers.base import Candidates, MarketContext, Provider, Votes
@@ -363,7 +364,7 @@ class WalkForward:
         """Outcome dicts for the trades closed in this chunk (memory only)."""
         if self.memory is None:
             return []
-        from backtester.memory.session import describe
+        from backtester.memory.texts import describe
         from backtester.memory.store import SCHEMA_VERSION
 
         outcomes = []
@@ -490,14 +491,14 @@ def run_backtest(
     run the memory records. ``bars``/``first`` bypass loading (tests and benchmarks);
     ``providers`` are provider objects voting beside the configured ones.
     """
-    if bars is None or first is None:
-        bars, first = load_market(config)
     opener = contextlib.nullcontext(None)
     if config.memory.enabled:
         from backtester.memory.session import MemorySession
 
         opener = MemorySession.open(config)
-    with opener as memory:
+    with opener as memory:  # first: the lock refuses early; the text model loads meanwhile
+        if bars is None or first is None:
+            bars, first = load_market(config)
         loop = WalkForward(config, bars, first, memory, progress, providers)
         run = loop.begin(resume=resume)
         run_dir = Path(config.run.out_dir) / run.run_id
@@ -531,17 +532,12 @@ def _result_fields(result: ChunkResult) -> dict[str, Any]:
 
 def _write_part(run_dir: Path, chunk: Chunk, part: dict[str, Any]) -> None:
     """One chunk's arrays (no pickle: plain and structured numeric arrays) and figures."""
-    path = _part_path(run_dir, chunk)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, equity=part["equity"], open_positions=part["open_positions"],
-                 trades=part["trades"],
-                 result=np.frombuffer(orjson.dumps(part["result"],
-                                                   option=orjson.OPT_SERIALIZE_NUMPY),
-                                      dtype=np.uint8))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, equity=part["equity"], open_positions=part["open_positions"],
+             trades=part["trades"],
+             result=np.frombuffer(orjson.dumps(part["result"], option=orjson.OPT_SERIALIZE_NUMPY),
+                                  dtype=np.uint8))
+    atomic_write_bytes(_part_path(run_dir, chunk), buffer.getvalue())
 
 
 def _read_part(run_dir: Path, chunk: Chunk) -> dict[str, Any]:
@@ -617,18 +613,9 @@ def write_run(result: RunResult) -> RunResult:
     """Write metrics.json, trades.parquet, equity.parquet and config.toml in the run folder."""
     out = result.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "metrics.json",
+    atomic_write_bytes(out / "metrics.json",
                   orjson.dumps(run_summary(result), option=orjson.OPT_INDENT_2))
     result.trades.to_parquet(out / "trades.parquet", index=False)
     result.equity.to_parquet(out / "equity.parquet", index=False)
-    _atomic_write(out / "config.toml", dump_toml(result.config.to_dict()).encode())
+    atomic_write_bytes(out / "config.toml", dump_toml(result.config.to_dict()).encode())
     return result
-
-
-def _atomic_write(path: Path, blob: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(blob)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

@@ -172,6 +172,31 @@ class SentenceEmbedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
+_encoded: dict[tuple[str, str], np.ndarray] = {}  # (embedder name, text) -> vector
+_ENCODED_LIMIT = 100_000
+
+
+def encode_unique(embedder: Embedder, texts: list[str]) -> np.ndarray:
+    """``embedder.encode(texts)``, encoding each distinct text once per process."""
+    if not texts:
+        return np.zeros((0, embedder.dim), dtype=np.float32)
+    missing = sorted({t for t in texts if (embedder.name, t) not in _encoded})
+    if missing:
+        if len(_encoded) + len(missing) > _ENCODED_LIMIT:
+            _encoded.clear()
+        for text, vector in zip(missing, embedder.encode(missing)):
+            _encoded[(embedder.name, text)] = vector
+    return np.stack([_encoded[(embedder.name, t)] for t in texts])
+
+
+def preload(embedder: Embedder) -> None:
+    """Start loading the sentence model in a background thread (it takes seconds), so it
+    overlaps with a run's other work; encode() waits for it. No-op for other embedders."""
+    if isinstance(embedder, SentenceEmbedder) and _model is None:
+        threading.Thread(target=_load_sentence_model, name="bt-embedder-load",
+                         daemon=True).start()
+
+
 def default_embedder(kind: str = "auto") -> Embedder:
     """Return the text embedder for ``kind`` (the config's ``memory.embedder``).
 

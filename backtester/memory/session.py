@@ -1,8 +1,7 @@
 """The memory as one run sees it: the store and the vector memory, locked for the run.
 
-Also the two ways a situation is remembered: its state vector (features + regime, what the
-memory vote searches) and its description text (what `bt memory search` and LLM prompts
-use).
+Also the state vector of a situation (features + regime at entry): what the memory vote
+searches. Its texts are in texts.py.
 """
 
 from __future__ import annotations
@@ -19,9 +18,10 @@ import pandas as pd
 from backtester.config import Config
 from backtester.ensemble import empty_stats
 from backtester.features import FEATURE_NAMES
-from backtester.memory.embedders import default_embedder
+from backtester.memory.embedders import default_embedder, preload
 from backtester.memory.io import FolderLock
 from backtester.memory.store import MemoryStore
+from backtester.memory.texts import index_text
 from backtester.memory.vectors import VectorMemory
 from backtester.providers.base import Candidates, MarketContext
 from backtester.regime import RANGING, REGIME_NAMES, TRENDING, VOLATILE
@@ -36,21 +36,6 @@ def state_vectors(context: MarketContext, candidates: Candidates) -> np.ndarray:
     regimes = context.regimes[candidates.bar, candidates.asset]
     onehot = (regimes[:, None] == np.array(STATE_REGIMES)[None, :]).astype(np.float64)
     return np.nan_to_num(np.hstack([features, onehot]), nan=0.0).astype(np.float32)
-
-
-def describe(outcome: dict[str, Any]) -> str:
-    """A short text of the situation and what came of it, for text search and prompts."""
-    f = dict(zip(FEATURE_NAMES, outcome["state"]))
-    side = "long" if outcome["direction"] > 0 else "short"
-    trend = "above" if f["sma50"] >= 0 else "below"
-    momentum = "rising" if f["macd_hist"] >= 0 else "falling"
-    return (
-        f"{outcome['symbol']} {side} in a {outcome['regime'].lower()} market: RSI "
-        f"{f['rsi14']:.0f}, close {abs(f['sma50']):.1%} {trend} its 50-bar average, MACD "
-        f"momentum {momentum}, Bollinger position {f['bb_position']:.2f}, volume "
-        f"{f['volume_ratio']:.1f}x average. Closed by {outcome['exit_reason'].replace('_', ' ')} "
-        f"after {outcome['bars_held']} bars with {outcome['return_pct']:+.2%}."
-    )
 
 
 @dataclass
@@ -69,10 +54,11 @@ class MemorySession:
         folder.mkdir(parents=True, exist_ok=True)
         with FolderLock(folder):
             store = MemoryStore.open(folder, config_hash=config.decision_hash())
+            embedder = default_embedder(config.memory.embedder)
+            preload(embedder)
             vectors = VectorMemory.load(
                 folder, committed_generation=store.generation,
-                max_size=config.memory.max_memory_size,
-                embedder=default_embedder(config.memory.embedder),
+                max_size=config.memory.max_memory_size, embedder=embedder,
             )
             yield cls(config, store, vectors)
 
@@ -95,8 +81,7 @@ class MemorySession:
         """Write one chunk: outcomes, stats, snapshot, vectors, then the manifest."""
         states = np.array([o["state"] for o in outcomes], dtype=np.float32).reshape(
             len(outcomes), len(STATE_NAMES))
-        texts = [o["description"] + (f" {o['reasoning']}" if o.get("reasoning") else "")
-                 for o in outcomes]
+        texts = [index_text(o) for o in outcomes]
         rows = [{k: o[k] for k in ("decision_id", "symbol", "direction", "return_pct", "pnl",
                                    "exit_reason", "regime", "entry_time", "generation",
                                    "description")} for o in outcomes]

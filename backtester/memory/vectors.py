@@ -27,8 +27,9 @@ import orjson
 import pandas as pd
 
 from backtester.errors import MemoryStoreError
-from backtester.memory.embedders import Embedder
+from backtester.memory.embedders import Embedder, encode_unique
 from backtester.memory.io import atomic_write_bytes, atomic_write_many
+from backtester.memory.texts import index_text
 
 SCHEMA_VERSION = 1
 STATE_EMBEDDER_NAME = "features-v1"
@@ -203,7 +204,7 @@ class VectorMemory:
             return
         clean_rows = [_clean_row(row, generation) for row in rows]
         self._check_states(states)  # before the (slow) embedding
-        self._stage(states, self._embedder.encode(list(texts)), clean_rows)
+        self._stage(states, encode_unique(self._embedder, list(texts)), clean_rows)
 
     def _stage(self, states: np.ndarray, texts: np.ndarray, rows: list[dict[str, Any]]) -> None:
         self._check_states(states)
@@ -378,7 +379,7 @@ def rebuild(folder: Path, outcomes: list[dict[str, Any]], generation: int,
     """Write fresh vector indexes for ``folder`` from its outcome dicts (`bt memory doctor`).
 
     Each outcome needs the row fields (``ROW_FIELDS``), "state" (list of floats) and
-    optionally "reasoning"; its text is the description plus " " + reasoning. Outcomes of
+    optionally "reasoning"; its text is ``texts.index_text``. Outcomes of
     generations newer than ``generation`` (not committed) are left out. All texts are
     embedded in one call.
     """
@@ -393,19 +394,13 @@ def rebuild(folder: Path, outcomes: list[dict[str, Any]], generation: int,
                 f"lengths {sorted(lengths)}; reset the memory (`bt memory reset`) and run again"
             )
         states = np.array([outcome["state"] for outcome in committed], dtype=np.float32)
-        texts = [_outcome_text(outcome) for outcome in committed]
+        texts = [index_text(outcome) for outcome in committed]
         rows = [_clean_row(outcome, _generation_of(outcome)) for outcome in committed]
-        memory._stage(states, embedder.encode(texts), rows)
+        memory._stage(states, encode_unique(embedder, texts), rows)
     memory.save(folder, generation)
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _outcome_text(outcome: dict[str, Any]) -> str:
-    reasoning = outcome.get("reasoning")
-    description = str(outcome.get("description") or "")
-    return f"{description} {reasoning}" if reasoning else description
 
 
 def _generation_of(outcome: dict[str, Any]) -> int:
