@@ -10,32 +10,16 @@ import orjson
 import pandas as pd
 import pytest
 
+from kit import random_bars
+
 from backtester.config import load_config
 from backtester.data.bars import Bars
 from backtester.runner import run_backtest, warmup_bars
 
 
-def _random_bars(n: int, seed: int = 11, n_assets: int = 3) -> Bars:
-    """A seeded random walk with volatility spells, 15-minute bars from 2024-12-01."""
-    rng = np.random.default_rng(seed)
-    vol = np.repeat(rng.choice([0.002, 0.004, 0.01], size=(n // 500 + 1, n_assets)), 500, axis=0)[:n]
-    drift = np.repeat(rng.normal(0, 0.0004, size=(n // 700 + 1, n_assets)), 700, axis=0)[:n]
-    log_close = np.log(100.0) + np.cumsum(drift + vol * rng.standard_normal((n, n_assets)), axis=0)
-    close = np.exp(log_close)
-    open_ = np.vstack([close[:1], close[:-1]])
-    spread = np.abs(rng.normal(0, 1, (n, n_assets))) * vol * close
-    high = np.maximum(open_, close) + spread
-    low = np.minimum(open_, close) - spread
-    volume = rng.lognormal(3, 0.5, (n, n_assets))
-    times = (pd.Timestamp("2024-12-01", tz="UTC").as_unit("ns").value
-             + np.arange(n, dtype=np.int64) * 15 * 60 * 10**9)
-    return Bars(times, tuple(f"S{i}" for i in range(n_assets)), open_, high, low, close, volume,
-                timeframe="15min")
-
-
 @pytest.fixture(scope="module")
 def market() -> tuple[Bars, int]:
-    bars = _random_bars(4 * 96 * 30 + 3000)  # about four months after the warm-up
+    bars = random_bars(4 * 96 * 30 + 3000)  # about four months after the warm-up
     first = int(np.searchsorted(bars.times, pd.Timestamp("2025-01-01", tz="UTC").value))
     return bars, first
 

@@ -1,8 +1,9 @@
 """Machine-learning providers trained walk-forward on a reversal label.
 
 Shared by the gradient-boosting provider (here) and the LSTM provider (``lstm.py``): the
-label, the rows a chunk may train on, the time-ordered validation split and the mapping
-from P(reversal) to a vote.
+label, the rows a chunk may train on, the time-ordered validation split, the mapping
+from P(reversal) to a vote, and `ReversalProvider`, the base class that trains, votes and
+reports with them; each provider adds only its model.
 
 Label (horizon N, lookback M, ``min_move``): the prior move at bar t is
 ``d = sign(close[t] - close[t-M])``; bar t is a *reversal* (label 1) when
@@ -32,6 +33,7 @@ KIND = "gbm"
 # Fewer pooled training samples than this (or a single class) and a provider abstains.
 MIN_TRAIN_SAMPLES = 200
 UNDEFINED_LABEL = -1  # bars whose label needs bars outside the data (or NaN prices)
+Samples = tuple[np.ndarray, np.ndarray, np.ndarray]  # (bar, asset, label), `pooled_samples`
 
 
 # --- label and windows ----------------------------------------------------------------
@@ -318,61 +320,77 @@ class GradientBoostingProviderConfig(ReversalModelConfig):
 CONFIG_CLASS = GradientBoostingProviderConfig
 
 
-def _empty_report() -> dict[str, float]:
-    return {
-        "trained": 0.0,
-        "train_accuracy": math.nan,
-        "validation_accuracy": math.nan,
-        "validation_majority_rate": math.nan,
-        "train_samples": 0.0,
-        "validation_samples": 0.0,
-        "train_seconds": 0.0,
-    }
+class ReversalProvider:
+    """What both ML providers share: walk-forward training on the reversal label, the vote
+    and the report.
 
-
-class GradientBoostingProvider:
-    """Votes on reversals with gradient-boosted trees retrained before every chunk.
-
-    ``prepare`` fits on the pooled samples of every asset at `training_rows` (the older
-    part; the latest ``validation_fraction`` scores the fit) and the fitted model votes
-    for the chunk. The model is deterministic for a given seed and data.
+    ``prepare`` pools the samples of every asset at `training_rows`, holds out the latest
+    ``validation_fraction`` (`split_rows`) and, with enough samples of both classes, calls
+    `_train`; otherwise the provider abstains (no model, P(reversal) NaN, no votes). A
+    subclass gives its config and model: `_train` and `reversal_probability`, and where it
+    needs them `_first_valid`, `_samples` and `_empty_report`.
     """
 
-    def __init__(self, config: GradientBoostingProviderConfig | None = None) -> None:
-        self.config = config if config is not None else GradientBoostingProviderConfig()
-        self.name = self.config.name
+    def __init__(self, config: ReversalModelConfig) -> None:
+        self.config = config
+        self.name = config.name
         self._model: Any = None
-        self._report = _empty_report()
+        self._report = self._empty_report()
+
+    def _empty_report(self) -> dict[str, float]:
+        """The figures of a provider that has not trained."""
+        return {
+            "trained": 0.0,
+            "train_accuracy": math.nan,
+            "validation_accuracy": math.nan,
+            "validation_majority_rate": math.nan,
+            "train_samples": 0.0,
+            "validation_samples": 0.0,
+            "train_seconds": 0.0,
+        }
+
+    def _first_valid(self) -> int:
+        """The first bar whose label and model inputs can be defined."""
+        return self.config.trend_lookback
+
+    def _samples(self, features: np.ndarray, labels: np.ndarray,
+                 rows: np.ndarray) -> tuple[Samples, Samples]:
+        """(train, validation) samples at ``rows``, each `pooled_samples`."""
+        train_rows, validation_rows = split_rows(rows, self.config.validation_fraction,
+                                                 self.config.horizon)
+        return (pooled_samples(features, labels, train_rows),
+                pooled_samples(features, labels, validation_rows))
+
+    def _train(self, features: np.ndarray, rows: np.ndarray, train: Samples,
+               validation: Samples) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """Fit ``self._model``; return P(reversal) at train and validation, and extra figures.
+
+        ``features`` are those of the bars before the chunk; ``rows`` the training rows.
+        """
+        raise NotImplementedError
+
+    def reversal_probability(self, context: MarketContext, candidates: Candidates) -> np.ndarray:
+        """P(reversal) at each candidate; NaN without a model or inputs."""
+        raise NotImplementedError
 
     def prepare(self, context: MarketContext, start: int, stop: int) -> dict[str, float]:
         """Fit on bars before ``start`` (labels included); return the fit's figures."""
         check_start(context, start, stop)
         began = time.perf_counter()
         c = self.config
+        features = context.features[:start]
         labels = reversal_labels(context.bars.close[:start], c.horizon, c.trend_lookback,
                                  c.min_move)
-        features = context.features[:start]
-        rows = training_rows(start, c.horizon, c.train_bars, first_valid=c.trend_lookback)
-        train_rows, validation_rows = split_rows(rows, c.validation_fraction, c.horizon)
-        train = pooled_samples(features, labels, train_rows)
-        validation = pooled_samples(features, labels, validation_rows)
-        self._model, self._report = None, _empty_report()
+        rows = training_rows(start, c.horizon, c.train_bars, first_valid=self._first_valid())
+        train, validation = self._samples(features, labels, rows)
+        self._model, self._report = None, self._empty_report()
         y_train = train[2]
         if len(y_train) < MIN_TRAIN_SAMPLES or np.unique(y_train).size < 2:
             self._report.update(train_samples=float(len(y_train)),
                                 validation_samples=float(len(validation[2])),
                                 train_seconds=time.perf_counter() - began)
             return dict(self._report)
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        self._model = HistGradientBoostingClassifier(
-            max_iter=c.max_iter, learning_rate=c.learning_rate, max_depth=c.max_depth,
-            min_samples_leaf=c.min_samples_leaf, early_stopping=False, random_state=c.seed,
-        )
-        with _openmp_threads(c.threads):
-            self._model.fit(features[train[0], train[1]], y_train)
-        p_train = self._predict(features[train[0], train[1]])
-        p_validation = self._predict(features[validation[0], validation[1]])
+        p_train, p_validation, extra = self._train(features, rows, train, validation)
         self._report = {
             "trained": 1.0,
             "train_accuracy": accuracy(y_train, p_train),
@@ -381,8 +399,53 @@ class GradientBoostingProvider:
             "train_samples": float(len(y_train)),
             "validation_samples": float(len(validation[2])),
             "train_seconds": time.perf_counter() - began,
+            **extra,
         }
         return dict(self._report)
+
+    def vote(self, context: MarketContext, candidates: Candidates,
+             similar: Similar | None = None) -> Votes:
+        """Vote against the prior move when a reversal is likely, with it when unlikely."""
+        c = self.config
+        probability = self.reversal_probability(context, candidates)
+        direction = prior_direction_at(context, candidates, c.trend_lookback)
+        vote, confidence = votes_from_probability(probability, direction, c.margin,
+                                                  c.confidence_gain)
+        return Votes(vote, confidence,
+                     reasoning_texts(self.name, probability, direction, c.trend_lookback))
+
+    def report(self) -> dict[str, float]:
+        """The last prepare's figures."""
+        return dict(self._report)
+
+
+class GradientBoostingProvider(ReversalProvider):
+    """Votes on reversals with gradient-boosted trees retrained before every chunk.
+
+    ``prepare`` fits on the pooled samples of every asset at `training_rows` (the older
+    part; the latest ``validation_fraction`` scores the fit) and the fitted model votes
+    for the chunk. The model is deterministic for a given seed and data.
+    """
+
+    config: GradientBoostingProviderConfig
+
+    def __init__(self, config: GradientBoostingProviderConfig | None = None) -> None:
+        super().__init__(config if config is not None else GradientBoostingProviderConfig())
+
+    def _train(self, features: np.ndarray, rows: np.ndarray, train: Samples,
+               validation: Samples) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        c = self.config
+        self._model = HistGradientBoostingClassifier(
+            max_iter=c.max_iter, learning_rate=c.learning_rate, max_depth=c.max_depth,
+            min_samples_leaf=c.min_samples_leaf, early_stopping=False, random_state=c.seed,
+        )
+        with _openmp_threads(c.threads):
+            self._model.fit(features[train[0], train[1]], train[2])
+        p_train = self._predict(features[train[0], train[1]])
+        p_validation = self._predict(features[validation[0], validation[1]])
+        return p_train, p_validation, {}
 
     def reversal_probability(self, context: MarketContext, candidates: Candidates) -> np.ndarray:
         """P(reversal) at each candidate from its bar's features; NaN without a model or inputs."""
@@ -400,21 +463,6 @@ class GradientBoostingProvider:
             return np.zeros(0)
         with _openmp_threads(self.config.threads):
             return self._model.predict_proba(x)[:, 1]
-
-    def vote(self, context: MarketContext, candidates: Candidates,
-             similar: Similar | None = None) -> Votes:
-        """Vote against the prior move when a reversal is likely, with it when unlikely."""
-        c = self.config
-        probability = self.reversal_probability(context, candidates)
-        direction = prior_direction_at(context, candidates, c.trend_lookback)
-        vote, confidence = votes_from_probability(probability, direction, c.margin,
-                                                  c.confidence_gain)
-        return Votes(vote, confidence,
-                     reasoning_texts(self.name, probability, direction, c.trend_lookback))
-
-    def report(self) -> dict[str, float]:
-        """The last prepare's figures."""
-        return dict(self._report)
 
 
 def _openmp_threads(threads: int) -> Any:
