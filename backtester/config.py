@@ -155,6 +155,7 @@ class MemoryConfig:
     vote_scale: float = 0.02  # |similarity-weighted past return| at which the vote saturates
     min_neighbours: int = 20  # the memory votes only once it holds this many outcomes
     embedder: str = "auto"  # auto | sentence | hashing (text vectors)
+    llm_cache_dir: str = ""  # LLM response cache; empty = <dir>/llm_cache
 
     def __post_init__(self) -> None:
         _check(self.max_memory_size >= 1, "memory.max_memory_size", self.max_memory_size, ">= 1")
@@ -259,7 +260,8 @@ class Config:
         Decision ids and the memory folder's config check use it, so `bt run --year 2026`
         continues the memory of `bt run --year 2025`.
         """
-        return self.hash(exclude=("run", "memory.dir", "memory.enabled", "regress"))
+        return self.hash(exclude=("run", "memory.dir", "memory.enabled", "memory.llm_cache_dir",
+                                  "regress"))
 
 
 def _section_dict(section: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:

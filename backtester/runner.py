@@ -130,7 +130,7 @@ def load_market(config: Config) -> tuple[Bars, int]:
 def build_providers(config: Config) -> list[Provider]:
     """Rule strategies, then [providers.<name>] (ML, LLM), in config order."""
     strategies = [STRATEGY_REGISTRY[c.name](c) for c in config.strategies]
-    cache_dir = Path(config.memory.dir) / "llm_cache"
+    cache_dir = Path(config.memory.llm_cache_dir or Path(config.memory.dir) / "llm_cache")
     return strategies + [build_provider(c, cache_dir=cache_dir) for c in config.providers]
 
 
@@ -297,7 +297,10 @@ class WalkForward:
         outcomes = self._outcomes(run, sim.trades, chunk, generation + 1)
         learned = self._learning_figures(votes, candidates, score, without_memory, memory_vote,
                                          chunk)
-        learned["provider_reports"] = reports
+        # what each provider reports for the chunk: its prepare figures (e.g. training
+        # accuracy) and its counters after voting (e.g. LLM requests, cache hits, cost)
+        learned["provider_reports"] = {p.name: {**reports[p.name], **p.report()}
+                                       for p in self.providers}
         learned["size_multiplier"] = size_multiplier
         result = ChunkResult(chunk, self._time(chunk.start), self._time(chunk.stop - 1),
                              len(candidates), int(np.count_nonzero(decisions.direction)),
@@ -574,6 +577,27 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
+def llm_usage(result: RunResult) -> dict[str, Any]:
+    """LLM providers' counters summed over the chunks, with cost per chunk and per trade."""
+    from backtester.config import provider_kind
+
+    names = [p.name for p in result.config.providers if provider_kind(p) == "llm"]
+    if not names:
+        return {}
+    providers: dict[str, dict[str, float]] = {n: {} for n in names}
+    per_chunk = {}
+    for c in result.chunks:
+        reports = c.learning.get("provider_reports", {})
+        per_chunk[c.chunk.label] = sum(reports.get(n, {}).get("cost", 0.0) for n in names)
+        for name in names:
+            for key, value in reports.get(name, {}).items():
+                providers[name][key] = providers[name].get(key, 0) + value
+    cost = sum(per_chunk.values())
+    trades = len(result.trades)
+    return {"providers": providers, "cost": cost, "cost_per_chunk": per_chunk,
+            "cost_per_trade": cost / trades if trades else None}
+
+
 def run_summary(result: RunResult) -> dict[str, Any]:
     """What metrics.json holds: the run, each chunk, the learned weights, overall metrics."""
     start, end = period_bounds(result.config)
@@ -605,6 +629,7 @@ def run_summary(result: RunResult) -> dict[str, Any]:
             for c in result.chunks
         ],
         "providers": providers,
+        "llm": llm_usage(result),
         "overall": result.metrics,
     })
 

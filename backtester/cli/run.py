@@ -117,8 +117,34 @@ def _render_run(result) -> None:
         f"exposure {fmt(m['exposure'], 'rate')}"
     )
     console.print(summary, highlight=False)
+    _render_llm(result)
     console.print(f"results: {result.out_dir}", highlight=False)
     console.print(f"report:  {result.out_dir / 'report.html'}", highlight=False)
+
+
+def _render_llm(result) -> None:
+    """LLM calls of the run: requests, cache, abstentions, failures, tokens, cost."""
+    from backtester.runner import llm_usage
+
+    usage = llm_usage(result)
+    if not usage:
+        return
+    table = Table(title="LLM providers", title_justify="left")
+    columns = {"requests": "requests", "cache_hits": "cache hits", "cache_misses": "misses",
+               "abstentions_malformed": "malformed", "abstentions_error": "failed",
+               "abstentions_breaker": "breaker", "abstentions_replay_miss": "replay miss",
+               "timeouts": "timeouts", "retries": "retries", "rate_limited": "429s",
+               "prompt_tokens": "tokens in", "completion_tokens": "tokens out"}
+    table.add_column("provider")
+    for label in [*columns.values(), "cost"]:
+        table.add_column(label, justify="right")
+    for name, counts in usage["providers"].items():
+        table.add_row(name, *(fmt(counts.get(k, 0), "int") for k in columns),
+                      f"{counts.get('cost', 0.0):.4f}")
+    console.print(table)
+    per_trade = usage["cost_per_trade"]
+    console.print(f"LLM cost {usage['cost']:.4f} in all, "
+                  f"{'-' if per_trade is None else f'{per_trade:.5f}'} per trade", highlight=False)
 
 
 def report(

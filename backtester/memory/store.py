@@ -15,6 +15,7 @@ import copy
 import math
 import os
 import re
+import shutil
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -435,7 +436,8 @@ def doctor(
 
 def reset(folder: Path | str) -> Path | None:
     """Move the memory folder aside to ``<folder>.bak-<YYYYmmdd_HHMMSS>`` (UTC; ``-1``,
-    ``-2``, ... if taken), keeping every file.
+    ``-2``, ... if taken), keeping every file; the LLM response cache is copied back, so
+    recorded answers can still be replayed.
 
     Returns
     -------
@@ -475,6 +477,8 @@ def _move_aside(folder: Path | str, *, command: str) -> Path | None:
         os.rename(folder, backup)
         lock._moved_to(backup)  # release removes our lock file from the backup
     fsync_directory(backup.parent)
+    if (backup / LLM_CACHE).is_dir():  # recorded answers are not learning: keep replaying them
+        shutil.copytree(backup / LLM_CACHE, folder / LLM_CACHE)
     return backup
 
 

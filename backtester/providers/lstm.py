@@ -1,8 +1,9 @@
 """A small torch LSTM voting on reversals, retrained walk-forward before every chunk.
 
-The label, training rows, validation split and vote mapping are those of ``ml.py``. The
-network reads the window of ``window`` bars of the 12 features ending AT the bar it
-judges, standardised with the mean and std of the training rows.
+The label, training rows, validation split, vote and report are those of ``ml.py``
+(`LSTMProvider` subclasses its `ReversalProvider`). The network reads the window of
+``window`` bars of the 12 features ending AT the bar it judges, standardised with the
+mean and std of the training rows.
 
 torch is imported on first training or vote, not when this module is imported, so a run
 without an LSTM provider never loads it. Nothing is written to disk: the model lives in
@@ -20,22 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from backtester.providers.base import Candidates, MarketContext, Similar, Votes
+from backtester.providers.base import Candidates, MarketContext
 from backtester.providers.ml import (
-    MIN_TRAIN_SAMPLES,
     ReversalModelConfig,
-    accuracy,
+    ReversalProvider,
+    Samples,
     check_integer,
     check_real,
-    check_start,
-    majority_rate,
-    pooled_samples,
-    prior_direction_at,
-    reasoning_texts,
-    reversal_labels,
-    split_rows,
-    training_rows,
-    votes_from_probability,
 )
 
 KIND = "lstm"
@@ -143,58 +135,38 @@ def gather_windows(values: np.ndarray, bar: np.ndarray, asset: np.ndarray,
     return values[rows, asset[:, None]]
 
 
-class LSTMProvider:
+class LSTMProvider(ReversalProvider):
     """Votes on reversals with an LSTM over the last ``window`` bars of features.
 
     Training is seeded and deterministic (``torch.use_deterministic_algorithms``) as long
     as ``max_train_seconds`` does not cut it short; the global torch random state, thread
-    count and determinism flag are restored afterwards.
+    count and determinism flag are restored afterwards. ``prepare`` trains on windows
+    ending before ``start - horizon``.
     """
 
+    config: LSTMProviderConfig
+
     def __init__(self, config: LSTMProviderConfig | None = None) -> None:
-        self.config = config if config is not None else LSTMProviderConfig()
-        self.name = self.config.name
-        self._model: Any = None
+        super().__init__(config if config is not None else LSTMProviderConfig())
         self._mean = np.zeros(0)
         self._std = np.ones(0)
-        self._report = self._empty_report()
 
-    @staticmethod
-    def _empty_report() -> dict[str, float]:
-        return {
-            "trained": 0.0,
-            "train_accuracy": math.nan,
-            "validation_accuracy": math.nan,
-            "validation_majority_rate": math.nan,
-            "train_samples": 0.0,
-            "validation_samples": 0.0,
-            "train_seconds": 0.0,
-            "epochs": 0.0,
-            "stopped_by_time": 0.0,
-        }
+    def _empty_report(self) -> dict[str, float]:
+        return {**super()._empty_report(), "epochs": 0.0, "stopped_by_time": 0.0}
 
-    def prepare(self, context: MarketContext, start: int, stop: int) -> dict[str, float]:
-        """Train on windows ending before ``start - horizon``; return the fit's figures."""
-        check_start(context, start, stop)
-        began = time.perf_counter()
+    def _first_valid(self) -> int:
+        return max(self.config.trend_lookback, self.config.window - 1)
+
+    def _samples(self, features: np.ndarray, labels: np.ndarray,
+                 rows: np.ndarray) -> tuple[Samples, Samples]:
+        """The pooled samples whose whole window is finite (`windows_complete`)."""
+        complete = windows_complete(features, self.config.window)
+        train, validation = super()._samples(features, labels, rows)
+        return _keep_complete(train, complete), _keep_complete(validation, complete)
+
+    def _train(self, features: np.ndarray, rows: np.ndarray, train: Samples,
+               validation: Samples) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
         c = self.config
-        features = context.features[:start]
-        labels = reversal_labels(context.bars.close[:start], c.horizon, c.trend_lookback,
-                                 c.min_move)
-        rows = training_rows(start, c.horizon, c.train_bars,
-                             first_valid=max(c.trend_lookback, c.window - 1))
-        complete = windows_complete(features, c.window)
-        train_rows, validation_rows = split_rows(rows, c.validation_fraction, c.horizon)
-        train = _keep_complete(pooled_samples(features, labels, train_rows), complete)
-        validation = _keep_complete(pooled_samples(features, labels, validation_rows), complete)
-        self._model, self._report = None, self._empty_report()
-        y_train = train[2]
-        if len(y_train) < MIN_TRAIN_SAMPLES or np.unique(y_train).size < 2:
-            self._report.update(train_samples=float(len(y_train)),
-                                validation_samples=float(len(validation[2])),
-                                train_seconds=time.perf_counter() - began)
-            return dict(self._report)
-
         at_train = features[train[0], train[1]]
         self._mean = at_train.mean(axis=0)
         std = at_train.std(axis=0)
@@ -202,27 +174,16 @@ class LSTMProvider:
         # only the bars the windows read are standardised; indices shift by `first`
         first = int(rows[0]) - (c.window - 1)
         standardised = self._standardise(features[first:])
-        train_at = (train[0] - first, train[1], y_train)
+        train_at = (train[0] - first, train[1], train[2])
         with _torch_settings(c.threads, c.seed) as torch:
             self._model, epochs, stopped = self._fit(torch, standardised, train_at)
             p_train = self._predict(torch, standardised, train_at[0], train_at[1])
             p_validation = self._predict(torch, standardised, validation[0] - first,
                                          validation[1])
-        self._report = {
-            "trained": 1.0,
-            "train_accuracy": accuracy(y_train, p_train),
-            "validation_accuracy": accuracy(validation[2], p_validation),
-            "validation_majority_rate": majority_rate(validation[2]),
-            "train_samples": float(len(y_train)),
-            "validation_samples": float(len(validation[2])),
-            "train_seconds": time.perf_counter() - began,
-            "epochs": epochs,
-            "stopped_by_time": float(stopped),
-        }
-        return dict(self._report)
+        return p_train, p_validation, {"epochs": epochs, "stopped_by_time": float(stopped)}
 
     def _fit(self, torch: Any, standardised: np.ndarray,
-             train: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[Any, float, bool]:
+             train: Samples) -> tuple[Any, float, bool]:
         c = self.config
         n_features = standardised.shape[2]
         model = torch.nn.ModuleDict({
@@ -301,29 +262,13 @@ class LSTMProvider:
                 ))
         return out
 
-    def vote(self, context: MarketContext, candidates: Candidates,
-             similar: Similar | None = None) -> Votes:
-        """Vote against the prior move when a reversal is likely, with it when unlikely."""
-        c = self.config
-        probability = self.reversal_probability(context, candidates)
-        direction = prior_direction_at(context, candidates, c.trend_lookback)
-        vote, confidence = votes_from_probability(probability, direction, c.margin,
-                                                  c.confidence_gain)
-        return Votes(vote, confidence,
-                     reasoning_texts(self.name, probability, direction, c.trend_lookback))
-
-    def report(self) -> dict[str, float]:
-        """The last prepare's figures."""
-        return dict(self._report)
-
 
 def _logits(model: Any, x: Any) -> Any:
     out, _ = model["lstm"](x)
     return model["head"](out[:, -1]).squeeze(1)
 
 
-def _keep_complete(samples: tuple[np.ndarray, np.ndarray, np.ndarray],
-                   complete: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _keep_complete(samples: Samples, complete: np.ndarray) -> Samples:
     bar, asset, y = samples
     keep = complete[bar, asset]
     return bar[keep], asset[keep], y[keep]
