@@ -225,6 +225,8 @@ class Config:
                     s.name: {"enabled": True, **_section_dict(s)} for s in self.strategies
                 }
             elif f.name == "providers":
+                from backtester.providers import provider_kind
+
                 if self.providers:
                     out["providers"] = {
                         p.name: {"kind": provider_kind(p), **_section_dict(p, skip=("name",))}
@@ -270,30 +272,6 @@ def _section_dict(section: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
         for f in dataclasses.fields(section)
         if f.name not in skip
     }
-
-
-# kind -> (module, provider class); modules hold KIND and CONFIG_CLASS and are imported on
-# demand (the LSTM module pulls in torch only when an LSTM is configured)
-PROVIDER_KINDS = {
-    "gbm": ("backtester.providers.ml", "GradientBoostingProvider"),
-    "lstm": ("backtester.providers.lstm", "LSTMProvider"),
-    "llm": ("backtester.providers.llm", "LLMProvider"),
-}
-
-
-def provider_module(kind: str) -> Any:
-    """The module implementing a provider kind."""
-    import importlib
-
-    return importlib.import_module(PROVIDER_KINDS[kind][0])
-
-
-def provider_kind(config: Any) -> str:
-    """The kind of a provider config object."""
-    for kind, (module, _) in PROVIDER_KINDS.items():
-        if type(config).__module__ == module:
-            return kind
-    raise ConfigError(f"unknown provider config {type(config).__name__}")
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -450,21 +428,24 @@ def _build_strategies(data: dict[str, Any], registry: dict[str, type]) -> tuple[
 
 
 def _build_providers(data: dict[str, Any]) -> tuple[Any, ...]:
+    from backtester.providers import provider_kinds
+
+    kinds = provider_kinds()
     configs = []
     for name, section in sorted(data.items()):
         if not isinstance(section, dict):
             raise ConfigError(f"providers.{name} must be a table, was {section!r}")
         section = dict(section)
         kind = section.pop("kind", None)
-        if kind not in PROVIDER_KINDS:
+        if kind not in kinds:
             raise ConfigError(f"providers.{name}.kind must be one of "
-                              f"{', '.join(PROVIDER_KINDS)}, was {kind!r}")
+                              f"{', '.join(sorted(kinds))}, was {kind!r}")
         if section.pop("enabled", True) is False:
             continue
         if section.setdefault("name", name) != name:
             raise ConfigError(f"providers.{name}.name must equal the table name {name!r}, "
                               f"was {section['name']!r}; remove the key")
-        config_class = provider_module(kind).CONFIG_CLASS
+        config_class = kinds[kind].CONFIG_CLASS
         configs.append(build_section(config_class, section, f"providers.{name}"))
     return tuple(configs)
 

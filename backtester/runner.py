@@ -39,7 +39,7 @@ from backtester.errors import ConfigError, MemoryStoreError
 from backtester.features import WARMUP_BARS, compute_features
 from backtester.memory.io import atomic_write_bytes
 from backtester.metrics import compute_metrics, periods_per_year
-from backtester.providers import build_provider
+from backtester.providers import build_provider, provider_kind
 from backtester.providers.base import Candidates, MarketContext, Provider, Votes
 from backtester.report import write_report
 from backtester.regime import REGIME_NAMES, compute_regimes, log_return_volatility_1d_nb, \
@@ -579,8 +579,6 @@ def _json_ready(value: Any) -> Any:
 
 def llm_usage(result: RunResult) -> dict[str, Any]:
     """LLM providers' counters summed over the chunks, with cost per chunk and per trade."""
-    from backtester.config import provider_kind
-
     names = [p.name for p in result.config.providers if provider_kind(p) == "llm"]
     if not names:
         return {}

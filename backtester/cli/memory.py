@@ -146,11 +146,13 @@ def inspect(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
     console.print(regimes)
     trajectory = Table(title="snapshots, chunk by chunk (hit rates: ensemble, without the "
                        "memory vote, memory vote alone)", title_justify="left")
-    for name in ("chunk", "trades", "win rate", "return", "sharpe", "size", "hits",
-                 "no memory", "memory"):
+    for name in ("chunk", "outcomes", "trades", "win rate", "return", "sharpe", "size",
+                 "hits", "no memory", "memory"):
         trajectory.add_column(name, justify="left" if name == "chunk" else "right")
+    outcomes = {c["generation"]: c["outcomes"] for c in data["outcomes_per_chunk"]}
     for snap in data["snapshots"]:
-        trajectory.add_row(snap["chunk"], fmt(snap["trades"], "int"),
+        trajectory.add_row(snap["chunk"], fmt(outcomes.get(snap["generation"]), "int"),
+                           fmt(snap["trades"], "int"),
                            fmt(snap["win_rate"], "rate"), fmt(snap["return"], "pct"),
                            fmt(snap["sharpe"]), fmt(snap["size_multiplier"]),
                            fmt(snap["ensemble_hit_rate"], "rate"),

@@ -538,3 +538,6 @@ def _read_api_key(config: LLMProviderConfig) -> str:
             f"{config.api_key_env} is not set or empty; export {config.api_key_env} with "
             "the API key, or run with cache_mode = 'replay'")
     return value
+
+
+PROVIDER_CLASS = LLMProvider

@@ -272,3 +272,6 @@ def _keep_complete(samples: Samples, complete: np.ndarray) -> Samples:
     bar, asset, y = samples
     keep = complete[bar, asset]
     return bar[keep], asset[keep], y[keep]
+
+
+PROVIDER_CLASS = LSTMProvider

@@ -470,3 +470,6 @@ def _openmp_threads(threads: int) -> Any:
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=threads, user_api="openmp")
+
+
+PROVIDER_CLASS = GradientBoostingProvider
