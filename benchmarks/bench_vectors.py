@@ -23,7 +23,7 @@ import numpy as np
 
 from backtester.features import FEATURE_NAMES
 from backtester.memory.embedders import HashingEmbedder, SentenceEmbedder
-from backtester.memory.session import describe
+from backtester.memory.texts import describe
 from backtester.memory.vectors import VectorMemory, rebuild
 
 TARGET_LOAD_MS = 150.0
@@ -49,7 +49,7 @@ class PrecomputedEmbedder(HashingEmbedder):
 
 
 def descriptions(n: int, seed: int = 0) -> list[str]:
-    """Outcome descriptions as the runner writes them (``session.describe``)."""
+    """Outcome descriptions as the runner writes them (``texts.describe``; the text index embeds the shorter ``texts.index_text``)."""
     rng = np.random.default_rng(seed)
     features = {name: rng.normal(0, 0.01, n) for name in FEATURE_NAMES}
     features["rsi14"] = rng.uniform(15, 85, n)
