@@ -261,8 +261,9 @@ class WalkForward:
         states = self._states(candidates)
 
         notify("votes")
-        similar = None
-        if learning and len(self.memory.vectors) and len(candidates):
+        similar = None  # the k nearest past situations, for providers that read them
+        if (learning and len(self.memory.vectors) and len(candidates)
+                and any(getattr(p, "uses_similar", False) for p in self.providers)):
             similar = self.memory.vectors.similar(states, config.memory.k)
         votes = [p.vote(context, candidates, similar) for p in self.providers] \
             if len(candidates) else []

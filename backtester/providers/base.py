@@ -61,6 +61,7 @@ class Provider(Protocol):
     """
 
     name: str
+    uses_similar: bool  # optional, default False: whether vote() reads ``similar``
 
     def prepare(self, context: MarketContext, start: int, stop: int) -> dict[str, float]: ...
 

@@ -376,6 +376,8 @@ class LLMProvider:
         unset variable (except in replay mode, which never calls the network).
     """
 
+    uses_similar = True  # prompts show the k most similar past situations
+
     def __init__(self, config: LLMProviderConfig, cache_dir: Path) -> None:
         self.config = config
         self.name = config.name
