@@ -17,6 +17,7 @@ module is imported.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import dataclasses
 import math
 import numbers
@@ -320,7 +321,7 @@ class GradientBoostingProviderConfig(ReversalModelConfig):
 CONFIG_CLASS = GradientBoostingProviderConfig
 
 
-class ReversalProvider:
+class ReversalProvider(ABC):
     """What both ML providers share: walk-forward training on the reversal label, the vote
     and the report.
 
@@ -361,17 +362,17 @@ class ReversalProvider:
         return (pooled_samples(features, labels, train_rows),
                 pooled_samples(features, labels, validation_rows))
 
+    @abstractmethod
     def _train(self, features: np.ndarray, rows: np.ndarray, train: Samples,
                validation: Samples) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
         """Fit ``self._model``; return P(reversal) at train and validation, and extra figures.
 
         ``features`` are those of the bars before the chunk; ``rows`` the training rows.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def reversal_probability(self, context: MarketContext, candidates: Candidates) -> np.ndarray:
         """P(reversal) at each candidate; NaN without a model or inputs."""
-        raise NotImplementedError
 
     def prepare(self, context: MarketContext, start: int, stop: int) -> dict[str, float]:
         """Fit on bars before ``start`` (labels included); return the fit's figures."""
