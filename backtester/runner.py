@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -124,7 +125,13 @@ def load_market(config: Config) -> tuple[Bars, int]:
         source = "embedded market"
     if parse_timeframe(bars.timeframe) < step:  # coarser data than asked is used as it is
         bars = resample(bars, data.timeframe)
-    return select_range(bars, start, end, warmup, source)
+    bars, first = select_range(bars, start, end, warmup, source)
+    if first < warmup:
+        warnings.warn(
+            f"{source}: only {first} bars before {start:%Y-%m-%d}, {warmup} wanted; features, "
+            f"regimes or model training are undefined or short for the first bars of the "
+            f"period: load earlier data, or lower regime.percentile_window", stacklevel=2)
+    return bars, first
 
 
 def build_providers(config: Config) -> list[Provider]:

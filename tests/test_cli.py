@@ -54,6 +54,8 @@ def test_run_on_real_bars_from_a_csv(workdir):
     summary = orjson.loads(next((workdir / "runs").iterdir()).joinpath("metrics.json").read_bytes())
     assert summary["symbols"] == ["hourly-prices"]
     assert sum(c["bars"] for c in summary["chunks"]) > 1500  # ~7 bars a session day
+    # the sample starts in August 2024: less history than the regime warm-up, said once
+    assert "warning:" in result.output and "bars before 2025-01-01" in result.output
 
 
 @pytest.mark.parametrize(
