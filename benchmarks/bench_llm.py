@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # for tests.providers.llm_server
+sys.path.insert(0, str(ROOT))  # for tests.llm_server
 
 from backtester.data.bars import Bars  # noqa: E402
 from backtester.features import FEATURE_NAMES  # noqa: E402
 from backtester.providers.base import Candidates, MarketContext  # noqa: E402
 from backtester.providers.llm import LLMProvider, LLMProviderConfig  # noqa: E402
-from tests.providers.llm_server import LLMTestServer, Reply, answer  # noqa: E402
+from tests.llm_server import LLMTestServer, Reply, answer  # noqa: E402
 
 MODELS = ("llama3.1:8b", "qwen2.5:7b", "mistral:7b")
 TARGET_REPLAY_S = 1.0

@@ -176,7 +176,8 @@ def test_unknown_symbol_gets_a_level_from_its_name_that_no_process_changes():
     # Assert
     assert there.strip() == str(here)
     assert symbol_profile("ZZTOP") != symbol_profile("ZZBOTTOM")
-    assert 1 < symbol_profile("ZZTOP").level < 10_000
+    level = symbol_profile("ZZTOP").level
+    assert 1 < level < 10_000
 
 
 def test_quote_suffix_variants_share_the_crypto_profile():

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import socket
-import sys
 import threading
 import tomllib
 import warnings
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from llm_server import LLMTestServer, Reply, answer  # tests/llm_server.py
 
 from backtester.data.bars import Bars
 from backtester.errors import BtError, ConfigError
@@ -32,19 +31,6 @@ from backtester.providers.llm import (
 from backtester.regime import TRENDING
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _load_server_module():
-    spec = importlib.util.spec_from_file_location("llm_server", Path(__file__).with_name(
-        "llm_server.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("llm_server", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-llm_server = _load_server_module()
-LLMTestServer, Reply, answer = llm_server.LLMTestServer, llm_server.Reply, llm_server.answer
 
 SYMBOLS = ("BTCUSD", "ETHUSD", "SOLUSD")
 START_NS = np.datetime64("1987-10-19T09:30", "ns").astype(np.int64)

@@ -5,33 +5,19 @@ counts the calls and their cost."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import llm_server  # tests/llm_server.py
 import orjson
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
-
 from kit import write_config
+from typer.testing import CliRunner
 
 from backtester.cli import app
 
 runner = CliRunner()
-
-
-def _server_module():
-    spec = importlib.util.spec_from_file_location("llm_server", Path(__file__).with_name(
-        "llm_server.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("llm_server", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-llm_server = _server_module()
 
 
 def _deterministic_answer(body: dict, number: int):
