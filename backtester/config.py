@@ -274,6 +274,13 @@ def _section_dict(section: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     }
 
 
+def _unknown(what: str, name: str, valid: list[str], show: Any) -> ConfigError:
+    """'unknown <what> <name>; did you mean <nearest>? (valid: ...)' as one line."""
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean '{show(close[0])}'?" if close else ""
+    return ConfigError(f"unknown {what} '{show(name)}'{hint} (valid: {', '.join(valid)})")
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check a TOML value against a field's type hint; return it in the field's type."""
     origin = typing.get_origin(hint)
@@ -317,10 +324,7 @@ def build_section(cls: type, data: dict[str, Any], prefix: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean '{prefix}.{close[0]}'?" if close else ""
-            valid = ", ".join(names)
-            raise ConfigError(f"unknown key '{prefix}.{key}'{hint} (valid keys: {valid})")
+            raise _unknown("key", key, names, lambda k: f"{prefix}.{k}")
         kwargs[key] = _coerce(value, hints[key], f"{prefix}.{key}")
     try:
         return cls(**kwargs)
@@ -374,10 +378,7 @@ def _build_config(data: dict[str, Any], registry: dict[str, type]) -> Config:
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         if name not in sections:
-            close = difflib.get_close_matches(name, list(sections), n=1)
-            hint = f"; did you mean '[{close[0]}]'?" if close else ""
-            raise ConfigError(f"unknown section '[{name}]'{hint} "
-                              f"(valid sections: {', '.join(sections)})")
+            raise _unknown("section", name, list(sections), lambda k: f"[{k}]")
         if not isinstance(value, dict):
             raise ConfigError(f"'{name}' must be a [{name}] table, was {value!r}")
         if name == "strategies":
@@ -411,10 +412,7 @@ def _build_strategies(data: dict[str, Any], registry: dict[str, type]) -> tuple[
     configs = []
     for name, section in sorted(data.items()):  # canonical order, whatever the file's
         if name not in registry:
-            close = difflib.get_close_matches(name, list(registry), n=1)
-            hint = f"; did you mean '[strategies.{close[0]}]'?" if close else ""
-            raise ConfigError(f"unknown strategy '[strategies.{name}]'{hint} "
-                              f"(available: {', '.join(sorted(registry))})")
+            raise _unknown("strategy", name, sorted(registry), lambda k: f"[strategies.{k}]")
         if not isinstance(section, dict):
             raise ConfigError(f"strategies.{name} must be a table, was {section!r}")
         section = dict(section)

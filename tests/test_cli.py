@@ -75,6 +75,13 @@ def test_errors_are_one_red_line_and_exit_1(workdir, args, fragment):
     assert len(result.output.strip().splitlines()) == 1, result.output
 
 
+def test_a_misspelt_section_is_shown_with_its_brackets(workdir):
+    (workdir / "bad.toml").write_text("[executon]\nslippage = 0.001\n")
+    result = runner.invoke(app, ["run", "--config", "bad.toml"])
+    assert result.exit_code == 1
+    assert "unknown section '[executon]'; did you mean '[execution]'?" in result.output
+
+
 def test_bad_config_key_names_the_key(workdir):
     (workdir / "bad.toml").write_text("[execution]\nslipage = 0.001\n")
     result = runner.invoke(app, ["run", "--config", "bad.toml"])

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 error_console = Console(stderr=True)
@@ -25,13 +26,15 @@ def fail(error: Exception, code: int = 1) -> None:
     """Print one red line and exit with ``code`` (BT_DEBUG=1 re-raises for the traceback)."""
     if os.environ.get("BT_DEBUG"):
         raise error
-    error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    error_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False,
+                        soft_wrap=True)
     raise typer.Exit(code=code)
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings as one yellow line (no source path), for every command."""
-    error_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    error_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False,
+                        soft_wrap=True)
 
 
 def split_symbols(text: str | None) -> list[str] | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from backtester.cli.common import (
@@ -62,7 +63,7 @@ def data_generate(
         fail(e)
     console.print(f"generated {bars.n_bars:,} bars x {bars.n_assets} symbols "
                   f"({', '.join(bars.symbols)}), timeframe {bars.timeframe}"
-                  + (f", written to {out}" if out else ""), highlight=False)
+                  + (f", written to {out}" if out else ""), highlight=False, markup=False)
 
 
 @app.command("validate")
@@ -78,10 +79,10 @@ def data_validate(
     except BtError as e:
         fail(e)
     gaps = find_gaps(bars)
-    console.print(f"[green]ok[/] {path}: {bars.n_bars:,} bars x {bars.n_assets} symbols, "
+    console.print(f"[green]ok[/] {escape(str(path))}: {bars.n_bars:,} bars x {bars.n_assets} symbols, "
                   f"timeframe {bars.timeframe}, {len(gaps)} gaps", highlight=False)
     for first, last in gaps[:10]:
-        console.print(f"  gap {first} -> {last}", highlight=False)
+        console.print(f"  gap {first} -> {last}", highlight=False, markup=False)
 
 
 @app.command("info")

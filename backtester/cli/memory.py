@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from backtester.cli.common import ConfigOpt, console, fail, fmt, load
@@ -101,17 +102,17 @@ def inspect(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
         _print_json(data)
         return
     if data["empty"]:
-        console.print(f"{folder}: empty memory (nothing committed yet)", highlight=False)
+        console.print(f"{folder}: empty memory (nothing committed yet)", highlight=False, markup=False)
         return
     files = ", ".join(f"{n} {k}" for k, n in sorted(data["files"].items()))
-    console.print(f"[bold]{folder}[/]  {data['size_bytes'] / 1e6:.1f} MB  ({files})  "
+    console.print(f"[bold]{escape(str(folder))}[/]  {data['size_bytes'] / 1e6:.1f} MB  ({files})  "
                   f"config {data['config_hash'][:8]}  chunks {data['chunks_committed']}",
                   highlight=False)
     if data["active_run"]:
         run = data["active_run"]
         console.print(f"unfinished run {run['run_id']}: {run['chunks_done']} of "
                       f"{run['chunks_total']} chunks (bt run --resume continues it)",
-                      highlight=False)
+                      highlight=False, markup=False)
     providers = Table(title="providers", title_justify="left")
     for name in ("provider", "votes", "hit rate", "avg shadow return", "trades", "win rate",
                  "weight"):
@@ -164,13 +165,13 @@ def inspect(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
         text = vectors["text_embedder"]
         console.print(f"vectors: {vectors['rows']:,} situations; states {vectors['state_dim']}-d "
                       f"({vectors['state_embedder']['name']}), text {text['dim']}-d "
-                      f"({text['name']})", highlight=False)
+                      f"({text['name']})", highlight=False, markup=False)
     history = data["parameters"].get("history", [])
     console.print(f"position size multiplier {data['parameters'].get('size_multiplier', 1.0)}; "
-                  f"{len(history)} adjustment(s)", highlight=False)
+                  f"{len(history)} adjustment(s)", highlight=False, markup=False)
     for change in history:
         console.print(f"  {change['chunk']}: {change['parameter']} {change['old']} -> "
-                      f"{change['new']} ({change['reason']})", highlight=False)
+                      f"{change['new']} ({change['reason']})", highlight=False, markup=False)
 
 
 @app.command()
@@ -230,14 +231,15 @@ def doctor(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
     if json:
         _print_json(report)
         return
-    console.print(f"checked {report['checked']:,} files in {folder}", highlight=False)
+    console.print(f"checked {report['checked']:,} files in {folder}", highlight=False, markup=False)
     for name in report["quarantined"]:
-        console.print(f"  [yellow]quarantined[/] {name} -> {folder / 'quarantine'}",
+        console.print(f"  [yellow]quarantined[/] {escape(name)} -> "
+                      f"{escape(str(folder / 'quarantine'))}",
                       highlight=False)
     for name in report["rebuilt"]:
-        console.print(f"  rebuilt {name}", highlight=False)
+        console.print(f"  rebuilt {name}", highlight=False, markup=False)
     for line in report["problems"]:
-        console.print(f"  [yellow]problem[/] {line}", highlight=False)
+        console.print(f"  [yellow]problem[/] {escape(line)}", highlight=False)
     if not (report["quarantined"] or report["problems"]):
         console.print("[green]ok[/]: every file is readable and consistent")
 
@@ -254,11 +256,11 @@ def reset(
     try:
         folder = _folder(config, memory_dir)
         if not folder.exists():
-            console.print(f"{folder}: nothing to reset", highlight=False)
+            console.print(f"{folder}: nothing to reset", highlight=False, markup=False)
             return
         if not yes and not typer.confirm(f"Move {folder} aside and start an empty memory?"):
             raise typer.Exit(code=1)
         backup = reset_folder(folder)
     except BtError as e:
         fail(e)
-    console.print(f"memory reset; the old folder is kept at {backup}", highlight=False)
+    console.print(f"memory reset; the old folder is kept at {backup}", highlight=False, markup=False)

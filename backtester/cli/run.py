@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from backtester.cli.common import (
@@ -67,7 +68,7 @@ def run(
 
             moved = backup_aside(Path(cfg.memory.dir))
             if moved is not None:
-                console.print(f"memory moved aside to {moved}", highlight=False)
+                console.print(f"memory moved aside to {moved}", highlight=False, markup=False)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                       TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
@@ -76,7 +77,7 @@ def run(
 
             def on_progress(c, stage: str) -> None:
                 if not console.is_terminal:  # logs and pipes get one plain line a stage
-                    console.print(f"{c.label}: {stage}", highlight=False)
+                    console.print(f"{c.label}: {stage}", highlight=False, markup=False)
                     return
                 if c.index not in tasks:
                     tasks[c.index] = progress.add_task(c.label, total=len(stages), stage="")
@@ -116,10 +117,10 @@ def _render_run(result) -> None:
         f"profit factor {fmt(m['profit_factor'])}  SQN {fmt(m['sqn'])}  "
         f"exposure {fmt(m['exposure'], 'rate')}"
     )
-    console.print(summary, highlight=False)
+    console.print(summary, highlight=False, markup=False)
     _render_llm(result)
-    console.print(f"results: {result.out_dir}", highlight=False)
-    console.print(f"report:  {result.out_dir / 'report.html'}", highlight=False)
+    console.print(f"results: {result.out_dir}", highlight=False, markup=False)
+    console.print(f"report:  {result.out_dir / 'report.html'}", highlight=False, markup=False)
 
 
 def _render_llm(result) -> None:
@@ -144,7 +145,8 @@ def _render_llm(result) -> None:
     console.print(table)
     per_trade = usage["cost_per_trade"]
     console.print(f"LLM cost {usage['cost']:.4f} in all, "
-                  f"{'-' if per_trade is None else f'{per_trade:.5f}'} per trade", highlight=False)
+                  f"{'-' if per_trade is None else f'{per_trade:.5f}'} per trade",
+                  highlight=False, markup=False)
 
 
 def report(
@@ -157,7 +159,7 @@ def report(
         path = write_report(run_dir)
     except BtError as e:
         fail(e)
-    console.print(f"report: {path}", highlight=False)
+    console.print(f"report: {path}", highlight=False, markup=False)
 
 
 def regress(
@@ -202,11 +204,11 @@ def regress(
         _render_regress(rows, drifted, all_rows or update, baseline, now)
         if update:
             changed = f"{len(drifted)} of {len(rows)} figures changed" if baseline else "created"
-            console.print(f"baseline written: {path} ({changed})", highlight=False)
+            console.print(f"baseline written: {path} ({changed})", highlight=False, markup=False)
         else:
             verdict = "[red]DRIFT[/]" if drifted else "[green]ok[/]"
             console.print(f"{verdict}: {len(drifted)} of {len(rows)} figures outside tolerance "
-                          f"(baseline {path})", highlight=False)
+                          f"(baseline {escape(str(path))})", highlight=False)
     if drifted and not update:
         raise typer.Exit(code=1)
 
@@ -215,7 +217,7 @@ def _render_regress(rows, drifted, show_all: bool, baseline, now) -> None:
     if baseline and baseline.get("config_hash") != now["config_hash"]:
         console.print(f"note: the config changed since the baseline (decision hash "
                       f"{baseline.get('config_hash', '?')[:8]} -> {now['config_hash'][:8]})",
-                      highlight=False)
+                      highlight=False, markup=False)
     shown = [r for r in rows if show_all or r.scope == "overall" or not r.passed]
     if not shown:
         return
