@@ -17,7 +17,8 @@ error_console = Console(stderr=True)
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file "
                                                 "(default: configs/default.toml).")]
 YearOpt = Annotated[int | None, typer.Option(help="Calendar year to run (UTC).")]
-SymbolsOpt = Annotated[str | None, typer.Option(help="Comma-separated symbols, e.g. BTCUSD,ETHUSD.")]
+SymbolsOpt = Annotated[str | None, typer.Option(
+    help="Comma-separated symbols, e.g. BTCUSD,ETHUSD.")]
 TimeframeOpt = Annotated[str | None, typer.Option(help="Bar size to resample to, e.g. 15min, 1h.")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed of the embedded market generator.")]
 

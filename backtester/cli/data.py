@@ -79,8 +79,9 @@ def data_validate(
     except BtError as e:
         fail(e)
     gaps = find_gaps(bars)
-    console.print(f"[green]ok[/] {escape(str(path))}: {bars.n_bars:,} bars x {bars.n_assets} symbols, "
-                  f"timeframe {bars.timeframe}, {len(gaps)} gaps", highlight=False)
+    console.print(f"[green]ok[/] {escape(str(path))}: {bars.n_bars:,} bars x "
+                  f"{bars.n_assets} symbols, timeframe {bars.timeframe}, {len(gaps)} gaps",
+                  highlight=False)
     for first, last in gaps[:10]:
         console.print(f"  gap {first} -> {last}", highlight=False, markup=False)
 

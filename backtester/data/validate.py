@@ -140,7 +140,8 @@ def check_prices(
     if volume is not None and (i := _first(volume < 0)) is not None:
         raise refuse(i, f"{names['volume']} {_number(volume[i])} is negative")
     if (i := _first(high < low - PRICE_TOLERANCE * high)) is not None:
-        raise refuse(i, f"{names['high']} {_number(high[i])} is below {names['low']} {_number(low[i])}")
+        raise refuse(i, f"{names['high']} {_number(high[i])} is below "
+                        f"{names['low']} {_number(low[i])}")
     top, bottom = np.maximum(open_, close), np.minimum(open_, close)
     if (i := _first(high < top - PRICE_TOLERANCE * high)) is not None:
         field = names["open" if open_[i] >= close[i] else "close"]
