@@ -1,8 +1,9 @@
 """The self-contained HTML report of one run folder (runs/<run id>/).
 
 `render_report` reads what `bt run` wrote (metrics.json, trades.parquet, equity.parquet,
-config.toml) and returns one HTML document: inline CSS, charts drawn here as inline SVG,
-no script, font, image or style sheet from anywhere else, so it opens offline.
+config.toml) and returns one HTML document: inline CSS, inline SVG charts (drawn by
+`backtester._svg`), no script, font, image or style sheet from anywhere else, so it opens
+offline.
 `write_report` saves it as report.html in the run folder. A section whose data the run
 did not record says so. Every text read from the files is HTML-escaped.
 
@@ -28,13 +29,18 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from backtester.memory.io import atomic_write_bytes
+from backtester._svg import (
+    MAX_CHART_POINTS,
+    Band,
+    downsample_extremes,  # noqa: F401  (re-exported: public in this module)
+    time_chart,
+    weights_chart,
+)
 from backtester.errors import DataError
+from backtester.memory.io import atomic_write_bytes
 from backtester.metrics import METRIC_NAMES
 
 NOT_RECORDED = "not recorded in this run"
-MAX_CHART_POINTS = 2000
-"""Most points drawn per chart line (about two per horizontal pixel)."""
 MAX_TRADE_ROWS = 5000
 """Beyond this many trades the list shows the first and the last half of it."""
 
@@ -60,9 +66,6 @@ _PCT = {"volatility", "max_drawdown", "win_rate", "exposure", "hit_rate"}
 _COUNT = {"trades", "max_drawdown_bars", "bars", "candidates", "decisions", "votes", "hits",
           "wins", "losses", "longs", "shorts"}
 _MONEY = {"expectancy", "final_equity", "pnl", "fees"}
-_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-            "#7f7f7f", "#bcbd22", "#17becf")
-
 
 def render_report(run_dir: Path) -> str:
     """Return the HTML report of a run folder written by `bt run`.
@@ -128,39 +131,6 @@ def write_report(run_dir: Path) -> Path:
     path = Path(run_dir) / "report.html"
     atomic_write_bytes(path, render_report(run_dir).encode("utf-8"))
     return path
-
-
-def downsample_extremes(values: np.ndarray, max_points: int = MAX_CHART_POINTS) -> np.ndarray:
-    """Indices of at most ``max_points`` values that keep the shape of a long series.
-
-    The series is cut into ``(max_points - 2) // 2`` equal buckets, each keeping the
-    position of its minimum and its maximum; the first and last points are kept too, so
-    every extreme (the peak, the deepest drawdown) survives.
-
-    Parameters
-    ----------
-    values : np.ndarray
-        The series, shape (n,).
-    max_points : int
-        Upper bound on the returned indices, at least 4.
-
-    Returns
-    -------
-    np.ndarray
-        Ascending int64 indices into ``values``.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    n = values.size
-    if max_points < 4:
-        raise ValueError(f"max_points must be at least 4, was {max_points}")
-    if n <= max_points:
-        return np.arange(n, dtype=np.int64)
-    edges = np.linspace(0, n, (max_points - 2) // 2 + 1).astype(np.int64)
-    keep = [0, n - 1]
-    for start, stop in zip(edges[:-1], edges[1:]):
-        part = values[start:stop]
-        keep += (start + int(np.argmin(part)), start + int(np.argmax(part)))
-    return np.unique(np.asarray(keep, dtype=np.int64))
 
 
 # ---------------------------------------------------------------- loading
@@ -375,11 +345,12 @@ def _equity_section(run: _Run) -> str:
     with np.errstate(divide="ignore", invalid="ignore"):
         drawdown = np.where(peak > 0, values / peak - 1.0, np.nan)
     bands = _chunk_bands(run.summary.get("chunks") or [], times)
-    equity_chart = _time_chart(times, values, "final_equity", bands, height=320, reference=start,
-                               label=f"Equity (dashed: initial {format_value(start, 'pnl')})",
-                               labels_on_top=True)
-    drawdown_chart = _time_chart(times, drawdown, "max_drawdown", bands, height=170,
-                                 reference=0.0, label="Drawdown", area=True)
+    equity_chart = time_chart(times, values, bands, height=320, reference=start,
+                              label=f"Equity (dashed: initial {format_value(start, 'pnl')})",
+                              tick_text=lambda tick: f"{tick:,.0f}", labels_on_top=True)
+    drawdown_chart = time_chart(times, drawdown, bands, height=170, reference=0.0,
+                                label="Drawdown", area=True,
+                                tick_text=lambda tick: format_value(tick, "max_drawdown"))
     note = (f'<p class="note">{len(values):,} bars; drawn with at most {MAX_CHART_POINTS:,} '
             "points per line (each stretch keeps its low and its high). Shaded bands are "
             "chunks; hover for their return.</p>")
@@ -393,15 +364,7 @@ def _nanoseconds(column: pd.Series) -> np.ndarray:
     return index.as_unit("ns").asi8.astype(np.int64)
 
 
-@dataclass(frozen=True, slots=True)
-class _Band:
-    start: int
-    stop: int
-    label: str
-    tooltip: str
-
-
-def _chunk_bands(chunks: list[dict[str, Any]], times: np.ndarray) -> list[_Band]:
+def _chunk_bands(chunks: list[dict[str, Any]], times: np.ndarray) -> list[Band]:
     starts = []
     for chunk in chunks:
         try:
@@ -418,133 +381,8 @@ def _chunk_bands(chunks: list[dict[str, Any]], times: np.ndarray) -> list[_Band]
         tooltip = (f"{chunk.get('label', k)}: return "
                    f"{format_value(metrics.get('total_return'), 'total_return')}, "
                    f"{format_value(metrics.get('trades'), 'trades')} trades")
-        bands.append(_Band(starts[k], stop, str(chunk.get("label", k)), tooltip))
+        bands.append(Band(starts[k], stop, str(chunk.get("label", k)), tooltip))
     return bands
-
-
-@dataclass(frozen=True, slots=True)
-class _Frame:
-    """Maps data coordinates to SVG pixels inside the margins."""
-
-    width: float
-    height: float
-    x_range: tuple[float, float]
-    y_range: tuple[float, float]
-    left: float = 78.0
-    right: float = 16.0
-    top: float = 22.0
-    bottom: float = 26.0
-
-    def x(self, values: np.ndarray | float) -> np.ndarray:
-        low, high = self.x_range
-        span = high - low or 1.0
-        return self.left + (np.asarray(values, dtype=np.float64) - low) / span * (
-            self.width - self.left - self.right)
-
-    def y(self, values: np.ndarray | float) -> np.ndarray:
-        low, high = self.y_range
-        span = high - low or 1.0
-        return self.top + (high - np.asarray(values, dtype=np.float64)) / span * (
-            self.height - self.top - self.bottom)
-
-
-def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
-        return [low] if math.isfinite(low) else []
-    raw = (high - low) / count
-    power = 10.0 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    first = math.ceil(low / step - 1e-9) * step
-    return [first + k * step for k in range(int((high - first) / step + 1e-9) + 1)]
-
-
-def _points(xs: np.ndarray, ys: np.ndarray) -> str:
-    return " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs.tolist(), ys.tolist()))
-
-
-def _y_axis(frame: _Frame, ticks: list[float], name: str) -> str:
-    out = []
-    for tick in ticks:
-        y = float(frame.y(tick))
-        text = {"final_equity": f"{tick:,.0f}", "weight": f"{tick:.2f}"}.get(
-            name, format_value(tick, name))
-        out.append(f'<line class="grid" x1="{frame.left}" x2="{frame.width - frame.right}" '
-                   f'y1="{y:.1f}" y2="{y:.1f}"/><text class="tick" x="{frame.left - 6}" '
-                   f'y="{y + 4:.1f}" text-anchor="end">{_text(text)}</text>')
-    return "".join(out)
-
-
-def _time_chart(times: np.ndarray, values: np.ndarray, name: str, bands: list[_Band], *,
-                height: int, reference: float, label: str, area: bool = False,
-                labels_on_top: bool = False) -> str:
-    finite = values[np.isfinite(values)]
-    low = float(min(finite.min(), reference)) if finite.size else reference
-    high = float(max(finite.max(), reference)) if finite.size else reference + 1.0
-    pad = (high - low) * 0.05 or abs(high) * 0.01 or 0.01
-    frame = _Frame(1100.0, float(height), (float(times[0]), float(times[-1])),
-                   (low - pad, high + pad))
-    keep = downsample_extremes(np.where(np.isfinite(values), values, reference))
-    xs, ys = frame.x(times[keep]), frame.y(np.where(np.isfinite(values[keep]), values[keep],
-                                                    reference))
-    parts = [f'<svg class="chart" viewBox="0 0 {frame.width:.0f} {height}" role="img" '
-             f'aria-label="{_text(label)}" data-points="{keep.size}">']
-    parts.append(_band_marks(frame, bands, labels_on_top))
-    parts.append(_y_axis(frame, _nice_ticks(*frame.y_range), name))
-    parts.append(_time_axis(frame))
-    base = float(frame.y(reference))
-    if area:
-        parts.append(f'<polygon class="area" points="{xs[0]:.1f},{base:.1f} {_points(xs, ys)} '
-                     f'{xs[-1]:.1f},{base:.1f}"/>')
-    else:
-        parts.append(f'<line class="reference" x1="{frame.left}" x2="{frame.width - frame.right}"'
-                     f' y1="{base:.1f}" y2="{base:.1f}"/>')
-    parts.append(f'<polyline class="{"area-line" if area else "line"}" '
-                 f'points="{_points(xs, ys)}"/></svg>')
-    return f'<div class="chart-title">{_text(label)}</div>' + "".join(parts)
-
-
-def _band_marks(frame: _Frame, bands: list[_Band], labels: bool) -> str:
-    out = []
-    bottom = frame.height - frame.bottom
-    for k, band in enumerate(bands):
-        x0, x1 = float(frame.x(band.start)), float(frame.x(band.stop))
-        shade = "band odd" if k % 2 else "band"
-        out.append(f'<rect class="{shade}" x="{x0:.1f}" y="{frame.top}" '
-                   f'width="{max(x1 - x0, 0):.1f}" height="{bottom - frame.top:.1f}">'
-                   f"<title>{_text(band.tooltip)}</title></rect>")
-        if k:
-            out.append(f'<line class="boundary" x1="{x0:.1f}" x2="{x0:.1f}" y1="{frame.top}" '
-                       f'y2="{bottom:.1f}"/>')
-        if labels and x1 - x0 > 7.5 * len(band.label) + 8:
-            out.append(f'<text class="band-label" x="{(x0 + x1) / 2:.1f}" y="{frame.top - 6}" '
-                       f'text-anchor="middle">{_text(band.label)}</text>')
-    return "".join(out)
-
-
-_TIME_STEPS = (("1h", "%m-%d %H:%M"), ("6h", "%m-%d %H:%M"), ("1D", "%Y-%m-%d"),
-               ("7D", "%Y-%m-%d"), ("MS", "%Y-%m"), ("3MS", "%Y-%m"), ("YS", "%Y"))
-
-
-def _time_axis(frame: _Frame, most: int = 8) -> str:
-    """Labels at round times (hours, days, weeks, months, quarters or years)."""
-    low, high = (pd.Timestamp(int(v), tz="UTC") for v in frame.x_range)
-    ticks, spec = [], "%Y"
-    for frequency, spec in _TIME_STEPS:
-        ticks = pd.date_range(low.ceil("h"), high, freq=frequency)
-        if len(ticks) <= most:
-            break
-    if len(ticks) > most:
-        ticks = ticks[:: math.ceil(len(ticks) / most)]
-    out = []
-    for tick in ticks:
-        x = float(frame.x(tick.value))
-        anchor = ("start" if x < frame.left + 30 else
-                  "end" if x > frame.width - frame.right - 30 else "middle")
-        axis = frame.height - frame.bottom
-        out.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{axis}" y2="{axis + 4}"/>'
-                   f'<text class="tick" x="{x:.1f}" y="{frame.height - 8}" '
-                   f'text-anchor="{anchor}">{tick.strftime(spec)}</text>')
-    return "".join(out)
 
 
 def _chunks_section(summary: dict[str, Any]) -> str:
@@ -619,8 +457,10 @@ def _providers_section(summary: dict[str, Any]) -> str:
     weights = [(c.get("label", k), c.get("weights")) for k, c in enumerate(chunks)]
     if any(isinstance(w, dict) and w for _, w in weights):
         providers = _ordered_keys(w for _, w in weights)
-        parts.append(_weights_chart([str(label) for label, _ in weights], providers,
-                                    [w if isinstance(w, dict) else {} for _, w in weights]))
+        finite = [{p: float(v) for p, v in w.items() if _finite(v)} if isinstance(w, dict)
+                  else {} for _, w in weights]
+        parts.append(weights_chart([str(label) for label, _ in weights], providers, finite,
+                                   lambda v: format_value(v, "weight")))
         rows = [f'<tr data-chunk="{_text(label)}"><th>{_text(label)}</th>'
                 + "".join(_cell((w or {}).get(p), "weight", f'data-provider="{_text(p)}"')
                           for p in providers) + "</tr>"
@@ -698,38 +538,6 @@ def _record_table(title: str, attribute: str, records: dict[str, Any],
             for key, record in records.items()]
     headers = [title] + [_heading(f) for f in fields]
     return _table(headers, rows, table_class="numbers")
-
-
-def _weights_chart(labels: list[str], providers: list[str],
-                   weights: list[dict[str, Any]]) -> str:
-    values = [float(w[p]) for w in weights for p in providers if _finite(w.get(p))]
-    high = max(values + [0.0]) * 1.1 or 1.0
-    frame = _Frame(1100.0, 260.0, (-0.5, len(labels) - 0.5), (0.0, high), top=14.0)
-    parts = ['<svg class="chart" viewBox="0 0 1100 260" role="img" aria-label="Provider weights">',
-             _y_axis(frame, _nice_ticks(0.0, high), "weight")]
-    step = max(1, math.ceil(len(labels) * 60 / (frame.width - frame.left - frame.right)))
-    for k in range(0, len(labels), step):
-        parts.append(f'<text class="tick" x="{float(frame.x(k)):.1f}" y="{frame.height - 8}" '
-                     f'text-anchor="middle">{_text(labels[k])}</text>')
-    for j, provider in enumerate(providers):
-        color = _PALETTE[j % len(_PALETTE)]
-        points = [(k, float(w[provider])) for k, w in enumerate(weights)
-                  if _finite(w.get(provider))]
-        if not points:
-            continue
-        xs, ys = frame.x([p[0] for p in points]), frame.y([p[1] for p in points])
-        width = 1.5 + min(2.0 * (len(providers) - 1 - j), 6.0)  # equal lines stay visible
-        parts.append(f'<polyline class="series" stroke="{color}" stroke-width="{width:g}" '
-                     f'points="{_points(xs, ys)}"/>')
-        if len(labels) <= 60:
-            parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{color}"><title>'
-                      f"{_text(labels[k])} {_text(provider)}: {format_value(v, 'weight')}"
-                      "</title></circle>"
-                      for (k, v), x, y in zip(points, xs.tolist(), ys.tolist())]
-    parts.append("</svg>")
-    legend = "".join(f'<span><i style="background:{_PALETTE[j % len(_PALETTE)]}"></i>'
-                     f"{_text(p)}</span>" for j, p in enumerate(providers))
-    return "".join(parts) + f'<div class="legend">{legend}</div>'
 
 
 def _regimes_section(run: _Run) -> str:

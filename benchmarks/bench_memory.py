@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtester.memory.store import MemoryStore, doctor
+from backtester.memory.doctor import doctor
+from backtester.memory.store import MemoryStore
 
 TARGET_COMMIT_S = 1.0  # 1,000 outcomes
 TARGET_OPEN_MS = 5.0  # the store part of loading, 10,000 outcomes

@@ -217,8 +217,8 @@ def search(
 def doctor(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
            json: JsonOpt = False) -> None:
     """Verify every file; quarantine unreadable ones; rebuild stats and vectors."""
+    from backtester.memory.doctor import doctor as run_doctor
     from backtester.memory.embedders import default_embedder
-    from backtester.memory.store import doctor as run_doctor
     from backtester.memory.vectors import rebuild
 
     try:

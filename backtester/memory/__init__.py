@@ -1,6 +1,7 @@
 """The memory folder: what chunks and runs learn, kept crash-safe on disk.
 
 ``MemoryStore`` (store.py) holds outcomes, stats, snapshots and the manifest;
+``doctor.doctor`` checks and repairs a memory folder (`bt memory doctor`);
 ``FolderLock`` and the atomic JSON io live in io.py; the vector index is in vectors.py
 (imported on its own: it loads FAISS).
 """
@@ -10,7 +11,6 @@ from backtester.memory.store import (
     SCHEMA_VERSION,
     MemoryStore,
     backup_aside,
-    doctor,
     outcome_tallies,
     reset,
 )
@@ -21,7 +21,6 @@ __all__ = [
     "MemoryStore",
     "atomic_write_bytes",
     "backup_aside",
-    "doctor",
     "outcome_tallies",
     "read_json",
     "reset",

@@ -15,13 +15,13 @@ import pytest
 
 from backtester.errors import MemoryLockedError, MemoryStoreError
 from backtester.memory import store as store_module
+from backtester.memory.doctor import doctor
 from backtester.memory.io import FolderLock
 from backtester.memory.store import (
     OUTCOME_KEYS,
     SCHEMA_VERSION,
     MemoryStore,
     backup_aside,
-    doctor,
     outcome_tallies,
     reset,
 )
