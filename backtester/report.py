@@ -462,7 +462,8 @@ def _providers_section(summary: dict[str, Any]) -> str:
         parts.append(weights_chart([str(label) for label, _ in weights], providers, finite,
                                    lambda v: format_value(v, "weight")))
         rows = [f'<tr data-chunk="{_text(label)}"><th>{_text(label)}</th>'
-                + "".join(_cell((w or {}).get(p), "weight", f'data-provider="{_text(p)}"')
+                + "".join(_cell((w if isinstance(w, dict) else {}).get(p), "weight",
+                                f'data-provider="{_text(p)}"')
                           for p in providers) + "</tr>"
                 for label, w in weights]
         parts.append(_table(["Chunk"] + [_text(p) for p in providers], rows,

@@ -539,3 +539,19 @@ def test_report_of_a_real_run_matches_its_files(tmp_path):
     symbols = root.one("section", id="symbols")
     for symbol, pnl in result.trades.groupby("symbol")["pnl"].sum().items():
         assert_shows(symbols.one("tr", data_symbol=symbol).one(data_field="pnl").text(), pnl)
+
+
+def test_a_chunk_whose_weights_are_not_a_table_shows_dashes(tmp_path):
+    # Arrange: a hand-edited metrics.json whose second chunk's weights are a string
+    summary = make_run(tmp_path / "run", extras=True)
+    summary["chunks"][1]["weights"] = "broken"
+    (tmp_path / "run" / "metrics.json").write_bytes(orjson.dumps(summary))
+    # Act
+    root, _ = parse(render_report(tmp_path / "run"))
+    # Assert: the other chunks keep their weights, the broken one shows '-'
+    providers = root.one("section", id="providers")
+    row = providers.find_all("tr", data_chunk=summary["chunks"][1]["label"])[0]
+    assert {cell.text() for cell in row.find_all(data_provider="momentum")} == {"-"}
+    good = providers.find_all("tr", data_chunk=summary["chunks"][0]["label"])[0]
+    assert_shows(good.one(data_provider="momentum").text(),
+                 summary["chunks"][0]["weights"]["momentum"])
