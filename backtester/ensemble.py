@@ -241,8 +241,8 @@ def learn(
         name = REGIME_NAMES[int(code)]
         table = new["regimes"].setdefault(name, {"scored": 0, "providers": {}})
         mask = candidate_regimes == code
-        own = np.array([table["providers"].get(p, {}).get("weight") or 1.0 / len(names)
-                        for p in names])
+        stored = [table["providers"].get(p, {}).get("weight") for p in names]
+        own = np.array([1.0 / len(names) if w is None else w for w in stored])
         counts: dict[str, Any] = {}
         table["scored"] += fold(table["providers"], mask, own, counts)
         chunk_counts["regimes"][name] = counts

@@ -7,13 +7,13 @@ TRENDING when its Kaufman efficiency ratio reaches `trend_threshold`, else RANGI
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
 from backtester.data.bars import Bars
+from backtester.checks import is_integer, is_real
 from backtester.errors import ConfigError
 from backtester.features import rolling_mean_std_1d_nb
 
@@ -59,31 +59,24 @@ class RegimeConfig:
         windows = (("trend_window", 1), ("volatility_window", 2), ("percentile_window", 2))
         for name, minimum in windows:
             value = getattr(self, name)
-            if not (_is_integer(value) and value >= minimum):
+            if not (is_integer(value) and value >= minimum):
                 raise ConfigError(
                     f"{name} must be a whole number of bars >= {minimum}, "
                     f"was {value!r}; set it to an integer such as 48"
                 )
         value = self.volatile_percentile
-        if not (_is_real(value) and 0.0 < value <= 1.0):
+        if not (is_real(value) and 0.0 < value <= 1.0):
             raise ConfigError(
                 f"volatile_percentile must be a fraction in (0, 1], was {value!r}; "
                 "set it to a value such as 0.85"
             )
         value = self.trend_threshold
-        if not (_is_real(value) and 0.0 <= value <= 1.0):
+        if not (is_real(value) and 0.0 <= value <= 1.0):
             raise ConfigError(
                 f"trend_threshold must be an efficiency ratio in [0, 1], "
                 f"was {value!r}; set it to a value such as 0.35"
             )
 
-
-def _is_integer(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def regime_warmup(config: RegimeConfig) -> int:

@@ -20,13 +20,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 import dataclasses
 import math
-import numbers
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from backtester.checks import is_integer, is_real
 from backtester.errors import ConfigError, EngineError
 from backtester.providers.base import Candidates, MarketContext, Similar, Votes
 
@@ -189,13 +189,6 @@ def check_start(context: MarketContext, start: int, stop: int) -> None:
 # --- configuration ----------------------------------------------------------------------
 
 
-def _is_integer(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
 
 def _default(config: Any, field: str) -> Any:
     return next(f.default for f in dataclasses.fields(config) if f.name == field)
@@ -204,7 +197,7 @@ def _default(config: Any, field: str) -> Any:
 def check_integer(config: Any, field: str, minimum: int) -> None:
     """Raise ConfigError unless ``config.field`` is an integer >= minimum."""
     value = getattr(config, field)
-    if not (_is_integer(value) and value >= minimum):
+    if not (is_integer(value) and value >= minimum):
         raise ConfigError(f"providers.{config.name}.{field} must be an integer >= {minimum}, "
                           f"was {value!r}; set it to a whole number such as "
                           f"{_default(config, field)!r}")
@@ -214,7 +207,7 @@ def check_real(config: Any, field: str, low: float, high: float, *, low_open: bo
                high_open: bool = True) -> None:
     """Raise ConfigError unless ``config.field`` is a finite number in the given interval."""
     value = getattr(config, field)
-    ok = _is_real(value) and math.isfinite(value)
+    ok = is_real(value) and math.isfinite(value)
     if ok:
         above = value > low if low_open else value >= low
         below = value < high if high_open else value <= high
