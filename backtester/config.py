@@ -23,6 +23,7 @@ from backtester.errors import ConfigError
 from backtester.regime import RegimeConfig
 
 CHUNK_KINDS = ("quarter", "month", "week", "year", "all")
+DEFAULTS_SECTION = "llm_defaults"  # keys every [providers.<name>] of kind "llm" starts from
 DEFAULT_CONFIG_PATH = Path("configs/default.toml")
 
 
@@ -99,6 +100,7 @@ class ExecutionConfig:
 
 
 LEARNING_METHODS = ("mwu", "thompson", "wilson", "equal")
+LLM_MODES = ("independent", "debate")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -112,10 +114,16 @@ class EnsembleConfig:
     regime_shrinkage: float = 200.0  # scored votes at which a regime's own weight counts half
     shadow_horizon: int = 0  # bars a vote is scored over; 0 = execution.max_holding_bars
     seed: int = 0  # Thompson sampling's generator
+    abstention_penalty: float = 1.0  # an abstention counts as this fraction of a miss
+    llm_mode: str = "independent"  # independent | debate (bull, bear, judge)
 
     def __post_init__(self) -> None:
         _check(self.method in LEARNING_METHODS, "ensemble.method", self.method,
                f"one of {', '.join(LEARNING_METHODS)}")
+        _check(self.llm_mode in LLM_MODES, "ensemble.llm_mode", self.llm_mode,
+               f"one of {', '.join(LLM_MODES)}")
+        _check(0 <= self.abstention_penalty <= 1, "ensemble.abstention_penalty",
+               self.abstention_penalty, "in [0, 1]")
         _check(0 < self.threshold <= 1, "ensemble.threshold", self.threshold, "in (0, 1]")
         _check(0 <= self.learning_rate <= 10, "ensemble.learning_rate", self.learning_rate,
                "in [0, 10]")
@@ -242,12 +250,23 @@ class Config:
                 out[f.name] = _section_dict(getattr(self, f.name))
         return out
 
-    def hash(self, *, exclude: tuple[str, ...] = ()) -> str:
+    def hash(self, *, exclude: tuple[str, ...] = (), transport: bool = True) -> str:
         """SHA-256 of the canonical JSON of the config (sorted keys), less ``exclude``.
 
-        ``exclude`` names sections ("run") or keys ("memory.dir").
+        ``exclude`` names sections ("run") or keys ("memory.dir"). ``transport=False``
+        leaves out every provider field its kind declares in ``TRANSPORT_FIELDS`` (how a
+        provider is reached and cached, such as an LLM's cache_mode or timeouts): they
+        change no decision.
         """
         data = self.to_dict()
+        if not transport and "providers" in data:
+            from backtester.providers import provider_kinds
+
+            kinds = provider_kinds()
+            data["providers"] = {
+                name: {k: v for k, v in table.items()
+                       if k not in getattr(kinds[table["kind"]], "TRANSPORT_FIELDS", ())}
+                for name, table in data["providers"].items()}
         for dotted in exclude:
             section, _, key = dotted.partition(".")
             if key:
@@ -263,7 +282,7 @@ class Config:
         continues the memory of `bt run --year 2025`.
         """
         return self.hash(exclude=("run", "memory.dir", "memory.enabled", "memory.llm_cache_dir",
-                                  "regress"))
+                                  "regress"), transport=False)
 
 
 def _section_dict(section: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -377,14 +396,16 @@ def _build_config(data: dict[str, Any], registry: dict[str, type]) -> Config:
     hints = typing.get_type_hints(Config)
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
+        if name == DEFAULTS_SECTION:
+            continue  # merged into the provider tables by _build_providers
         if name not in sections:
-            raise _unknown("section", name, list(sections), lambda k: f"[{k}]")
+            raise _unknown("section", name, [*sections, DEFAULTS_SECTION], lambda k: f"[{k}]")
         if not isinstance(value, dict):
             raise ConfigError(f"'{name}' must be a [{name}] table, was {value!r}")
         if name == "strategies":
             kwargs[name] = _build_strategies(value, registry)
         elif name == "providers":
-            kwargs[name] = _build_providers(value)
+            kwargs[name] = _build_providers(value, data.get(DEFAULTS_SECTION, {}))
         elif name == "regress":
             kwargs[name] = _build_regress(value)
         else:
@@ -425,10 +446,18 @@ def _build_strategies(data: dict[str, Any], registry: dict[str, type]) -> tuple[
     return tuple(configs)
 
 
-def _build_providers(data: dict[str, Any]) -> tuple[Any, ...]:
+def _build_providers(data: dict[str, Any], llm_defaults: Any) -> tuple[Any, ...]:
+    """Provider configs; an LLM table starts from [llm_defaults] (its own keys win)."""
     from backtester.providers import provider_kinds
 
     kinds = provider_kinds()
+    if not isinstance(llm_defaults, dict):
+        raise ConfigError(f"'{DEFAULTS_SECTION}' must be a [{DEFAULTS_SECTION}] table, was "
+                          f"{llm_defaults!r}")
+    for key in ("kind", "name", "enabled"):
+        if key in llm_defaults:
+            raise ConfigError(f"{DEFAULTS_SECTION}.{key} cannot be a default; set it in each "
+                              f"[providers.<name>] table")
     configs = []
     for name, section in sorted(data.items()):
         if not isinstance(section, dict):
@@ -438,6 +467,8 @@ def _build_providers(data: dict[str, Any]) -> tuple[Any, ...]:
         if kind not in kinds:
             raise ConfigError(f"providers.{name}.kind must be one of "
                               f"{', '.join(sorted(kinds))}, was {kind!r}")
+        if kind == "llm":
+            section = {**llm_defaults, **section}
         if section.pop("enabled", True) is False:
             continue
         if section.setdefault("name", name) != name:

@@ -29,3 +29,7 @@ class MemoryStoreError(BtError):
 
 class MemoryLockedError(MemoryStoreError):
     """Another live run holds the memory folder's lock."""
+
+
+class ProviderError(BtError):
+    """A provider cannot do its job: an endpoint is unreachable, misconfigured or failing."""

@@ -42,11 +42,24 @@ class Candidates:
 
 @dataclass(frozen=True, slots=True)
 class Votes:
-    """One provider's answer: vote in {-1, 0, +1} and confidence in [0, 1] per candidate."""
+    """One provider's answer: vote in {-1, 0, +1} and confidence in [0, 1] per candidate.
+
+    A vote of 0 is a "hold": an opinion, counted in the ensemble. ``abstained`` marks the
+    candidates on which the provider has no opinion at all (a failed call, a malformed
+    answer, a replay miss): those are left out of the ensemble's normalisation and
+    learned as abstentions (see ensemble.py). None means it never abstains.
+    """
 
     vote: np.ndarray  # (k,) int8
     confidence: np.ndarray  # (k,) float64
     reasoning: tuple[str, ...] | None = None
+    abstained: np.ndarray | None = None  # (k,) bool
+
+    def abstentions(self) -> np.ndarray:
+        """(k,) bool: where this provider abstained (all False when it never does)."""
+        if self.abstained is None:
+            return np.zeros(len(self.vote), dtype=bool)
+        return np.asarray(self.abstained, dtype=bool)
 
 
 Similar = list[list[dict]]  # per candidate, the k nearest past situations with outcomes

@@ -32,6 +32,12 @@ from backtester.providers.http import ChatClient, ChatResult, Messages
 from backtester.regime import REGIME_NAMES
 
 KIND = "llm"
+# How the provider is reached and cached: not part of the decision hash (config.py), so a
+# record run and its replay share decision ids and one memory folder.
+TRANSPORT_FIELDS = ("base_url", "api_key_env", "timeout_s", "max_retries", "backoff_s",
+                    "max_concurrency", "requests_per_minute", "breaker_failures", "cache_mode",
+                    "replay_miss", "price_per_1k_prompt_tokens",
+                    "price_per_1k_completion_tokens")
 REPLAY_MISS_MODES = ("abstain", "error")
 RECENT_BARS = 10  # closes shown in a prompt, the candidate bar being the last
 ACTIONS = {"buy": 1, "sell": -1, "hold": 0}
