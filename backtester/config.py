@@ -101,6 +101,7 @@ class ExecutionConfig:
 
 LEARNING_METHODS = ("mwu", "thompson", "wilson", "equal")
 LLM_MODES = ("independent", "debate")
+MEMORY_MODES = ("learn", "frozen", "off")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -156,7 +157,7 @@ class MemoryConfig:
     """The memory folder shared between chunks and runs, and the memory vote."""
 
     dir: str = "data/memory"
-    enabled: bool = True  # false (or --no-memory): no learning, nothing read or written
+    mode: str = "learn"  # learn | frozen (decide with it, write nothing) | off (--no-memory)
     max_memory_size: int = 1000  # newest outcomes loaded for the memory vote
     k: int = 10  # nearest past situations in the memory vote and LLM prompts
     vote_weight: float = 0.2  # share of the memory vote in the ensemble score
@@ -165,7 +166,19 @@ class MemoryConfig:
     embedder: str = "auto"  # auto | sentence | hashing (text vectors)
     llm_cache_dir: str = ""  # LLM response cache; empty = <dir>/llm_cache
 
+    @property
+    def enabled(self) -> bool:
+        """The memory is read (learn or frozen)."""
+        return self.mode != "off"
+
+    @property
+    def learns(self) -> bool:
+        """Chunks are committed to the memory (learn)."""
+        return self.mode == "learn"
+
     def __post_init__(self) -> None:
+        _check(self.mode in MEMORY_MODES, "memory.mode", self.mode,
+               f"one of {', '.join(MEMORY_MODES)}")
         _check(self.max_memory_size >= 1, "memory.max_memory_size", self.max_memory_size, ">= 1")
         _check(self.k >= 1, "memory.k", self.k, ">= 1")
         _check(0 <= self.vote_weight <= 1, "memory.vote_weight", self.vote_weight, "in [0, 1]")
@@ -281,7 +294,7 @@ class Config:
         Decision ids and the memory folder's config check use it, so `bt run --year 2026`
         continues the memory of `bt run --year 2025`.
         """
-        return self.hash(exclude=("run", "memory.dir", "memory.enabled", "memory.llm_cache_dir",
+        return self.hash(exclude=("run", "memory.dir", "memory.mode", "memory.llm_cache_dir",
                                   "regress"), transport=False)
 
 

@@ -1,36 +1,61 @@
 """Combine provider votes into decisions, and learn the providers' weights between chunks.
 
-Combination. For candidate k in regime r, with provider votes v_ik in {-1, 0, +1} and
-confidences c_ik in [0, 1]:
+Combination. For candidate k in regime r, with provider votes v_ik in {-1, 0, +1},
+confidences c_ik in [0, 1] and a_ik = 1 where provider i abstained on k (Votes.abstained:
+a failed call, a malformed answer, a replay miss; no opinion at all):
 
-    providers_k = sum_i w_ir * v_ik * c_ik / sum_i w_ir                  in [-1, 1]
+    providers_k = sum_{i: a_ik = 0} w_ir * v_ik * c_ik / sum_{i: a_ik = 0} w_ir     in [-1, 1]
+                  (0 when every provider abstained on k)
     score_k     = (1 - beta) * providers_k + beta * memory_k              (beta = memory.vote_weight
                                                                            once the memory votes)
 
+A hold (v_ik = 0, not abstained) is an opinion: it stays in the denominator and pulls the
+score toward 0. An abstention is none: it leaves the other providers' score exactly as it
+is without the provider (a dead provider does not shrink every decision).
 A candidate becomes a decision when |score_k| >= threshold, in the direction of the score.
 
-Shadow scoring (after the chunk, whether or not the ensemble traded). Each non-zero vote is
-scored against what the market did over the horizon H (ensemble.shadow_horizon, default
-execution.max_holding_bars), truncated at the chunk's last bar so nothing beyond the
-chunk is read: r_k = close[min(t + H, last)] / close[t] - 1; hit when v_ik * r_k > 0;
-shadow pnl = v_ik * r_k. The gain of provider i over the n scored candidates of the
-chunk is g_i = (hits_i - misses_i) / n in [-1, 1] (abstentions count 0).
+Shadow scoring (after the chunk, whether or not the ensemble traded). Each non-zero vote
+that is not an abstention is scored against what the market did over the horizon H
+(ensemble.shadow_horizon, default execution.max_holding_bars), truncated at the chunk's
+last bar so nothing beyond the chunk is read: r_k = close[min(t + H, last)] / close[t] - 1;
+hit when v_ik * r_k > 0, miss otherwise; shadow pnl = v_ik * r_k. A candidate with no
+bar after t before the chunk's end has no horizon and is not scored. Over the n scored
+candidates of the chunk, with abstentions_i the scored candidates on which provider i
+abstained and lambda = ensemble.abstention_penalty in [0, 1]:
+
+    g_i = (hits_i - misses_i - lambda * abstentions_i) / n                in [-1, 1]
+
+Holds count 0. At lambda = 1 a provider that always abstains gains -1, like one that is
+always wrong; at lambda = 0 abstaining is neutral, like holding. Each provider's
+abstention rate, abstentions_i / scored_i over every scored candidate it has seen, is kept
+in the stats ("abstention_rate"; None before anything was scored).
 
 Weight learning (ensemble.method), kept globally and per regime:
 - mwu (default), the multiplicative-weights (Hedge) update, one round per chunk:
       w_i <- w_i * exp(eta * sqrt(n) * g_i),  then normalise and apply the floor.
   sqrt(n) scales the step with the evidence: g_i is a mean of n outcomes, so
   sqrt(n) * g_i is on the scale of a z-score; eta = ensemble.learning_rate.
-- thompson: w_i proportional to a draw from Beta(hits_i + 1, misses_i + 1), drawn once per
-  chunk from a generator seeded by (ensemble.seed, chunk number): deterministic.
-- wilson: w_i proportional to the Wilson score lower bound (z = 1.96) of the hit rate.
+- thompson: w_i proportional to a draw from Beta(hits_i + 1, m_i + 1), with
+  m_i = misses_i + lambda * abstentions_i (an abstention is lambda of a miss), drawn once
+  per chunk from a generator seeded by (ensemble.seed, chunk number): deterministic.
+- wilson: w_i proportional to the Wilson score lower bound (z = 1.96) of
+  hits_i / (hits_i + m_i), the same m_i.
 - equal: 1 / P for every provider (no learning).
+hits, misses and abstentions are cumulative over the chunks for thompson and wilson.
 Floor: every weight is at least floor / P (ensemble.weight_floor), so no provider is
 silenced for good; weights sum to one.
 Per-regime weights use the same rule on the votes cast in that regime, and are shrunk
 toward the global ones while the regime has few scored votes:
       w_ir_used = a * w_ir + (1 - a) * w_i,   a = n_r / (n_r + kappa)
-with n_r the regime's scored votes so far and kappa = ensemble.regime_shrinkage.
+with n_r the regime's scored candidates so far and kappa = ensemble.regime_shrinkage.
+
+Trade credit. For each closed trade of direction d, provider i counts it as
+- with (trades_with; also trades, and wins when pnl > 0 else losses): v_i = d, not abstained;
+- against (trades_against): v_i = -d, not abstained;
+- abstained (trades_abstained): abstained, or held (v_i = 0).
+So a provider that only ever votes against the trades shows as such, not as "0 trades".
+Stats from an older memory lack some counts: a missing count reads as 0, except
+trades_with, which reads as trades (they counted the same thing).
 
 Performance monitor: when the win rate of the last N closed trades falls below
 monitor.min_win_rate, the next chunk trades monitor.size_multiplier x the position size;
@@ -51,7 +76,8 @@ from backtester.engine import Decisions
 from backtester.providers.base import Candidates, Votes
 from backtester.regime import REGIME_NAMES
 
-COUNT_KEYS = ("votes", "hits", "shadow_pnl", "trades", "wins", "losses")
+COUNT_KEYS = ("votes", "hits", "shadow_pnl", "abstentions", "scored", "trades", "wins", "losses",
+              "trades_with", "trades_against", "trades_abstained")
 
 
 def equal_weights(n_providers: int) -> np.ndarray:
@@ -80,11 +106,33 @@ def apply_floor(weights: np.ndarray, floor: float) -> np.ndarray:
 
 
 def provider_scores(votes: list[Votes], weights: np.ndarray) -> np.ndarray:
-    """Weighted mean of vote x confidence per candidate; weights (P,) or (P, K)."""
-    signed = np.stack([v.vote.astype(np.float64) * v.confidence for v in votes])
-    if weights.ndim == 1:
-        return weights @ signed / weights.sum()
-    return (weights * signed).sum(axis=0) / weights.sum(axis=0)
+    """Weighted mean of vote x confidence per candidate over the providers that voted.
+
+    Parameters
+    ----------
+    votes : list of Votes
+        One per provider, each over the same K candidates. Abstentions
+        (``Votes.abstentions()``) are left out of both sums; holds (vote 0) stay in.
+    weights : np.ndarray
+        (P,) global weights or (P, K) weights per candidate.
+
+    Returns
+    -------
+    np.ndarray
+        (K,) providers_k of the module docstring, 0 where every provider abstained.
+        The sums run provider by provider, so a provider that abstains everywhere adds
+        exact zeros: the scores are bit-for-bit those computed without it.
+    """
+    k = len(votes[0].vote)
+    weights = np.asarray(weights, dtype=np.float64)
+    per_candidate = np.broadcast_to(weights[:, None] if weights.ndim == 1 else weights,
+                                    (len(votes), k))
+    numerator, denominator = np.zeros(k), np.zeros(k)
+    for v, w in zip(votes, per_candidate):
+        present = ~v.abstentions()
+        numerator += np.where(present, w * (v.vote.astype(np.float64) * v.confidence), 0.0)
+        denominator += np.where(present, w, 0.0)
+    return np.divide(numerator, denominator, out=np.zeros(k), where=denominator > 0)
 
 
 # ---------------------------------------------------------------- learned weights
@@ -119,13 +167,21 @@ def empty_stats() -> dict[str, Any]:
 
 
 def _counts(table: dict[str, Any], name: str) -> dict[str, Any]:
-    return table.setdefault(name, {k: 0 for k in COUNT_KEYS} | {"weight": None})
+    """The row of ``name`` in ``table``, created or completed with every count key (an
+    older memory's rows lack the newer keys; trades_with counted the same as trades)."""
+    row = table.setdefault(name, {"weight": None})
+    row.setdefault("trades_with", row.get("trades", 0))
+    for key in COUNT_KEYS:
+        row.setdefault(key, 0)
+    row.setdefault("weight", None)
+    return row
 
 
 def _rule_weights(method: str, rows: list[dict[str, Any]], stored: np.ndarray,
-                  rng: np.random.Generator, floor: float) -> np.ndarray:
-    hits = np.array([r["hits"] for r in rows], dtype=float)
-    misses = np.array([r["votes"] - r["hits"] for r in rows], dtype=float)
+                  rng: np.random.Generator, floor: float, penalty: float) -> np.ndarray:
+    hits = np.array([r.get("hits", 0) for r in rows], dtype=float)
+    misses = np.array([r.get("votes", 0) - r.get("hits", 0) + penalty * r.get("abstentions", 0)
+                       for r in rows], dtype=float)
     if method == "mwu":
         raw = stored
     elif method == "thompson":
@@ -153,17 +209,18 @@ def current_weights(names: list[str], stats: dict[str, Any], config: EnsembleCon
     rng = np.random.default_rng([config.seed, generation])
     p = len(names)
     providers = stats["providers"]
-    rows = [providers.get(n, {k: 0 for k in COUNT_KEYS} | {"weight": None}) for n in names]
-    stored = np.array([r["weight"] if r["weight"] is not None else 1.0 / p for r in rows])
-    overall = _rule_weights(config.method, rows, stored, rng, config.weight_floor)
+    rows = [providers.get(n, {}) for n in names]
+    stored = np.array([r["weight"] if r.get("weight") is not None else 1.0 / p for r in rows])
+    overall = _rule_weights(config.method, rows, stored, rng, config.weight_floor,
+                            config.abstention_penalty)
     by_regime = {}
     for regime_name, table in sorted(stats["regimes"].items()):
         code = next(c for c, n in REGIME_NAMES.items() if n == regime_name)
-        r_rows = [table["providers"].get(n, {k: 0 for k in COUNT_KEYS} | {"weight": None})
-                  for n in names]
-        r_stored = np.array([r["weight"] if r["weight"] is not None else 1.0 / p
+        r_rows = [table["providers"].get(n, {}) for n in names]
+        r_stored = np.array([r["weight"] if r.get("weight") is not None else 1.0 / p
                              for r in r_rows])
-        own = _rule_weights(config.method, r_rows, r_stored, rng, config.weight_floor)
+        own = _rule_weights(config.method, r_rows, r_stored, rng, config.weight_floor,
+                            config.abstention_penalty)
         scored = table["scored"]
         a = scored / (scored + config.regime_shrinkage) if scored + config.regime_shrinkage else 1
         by_regime[code] = a * own + (1 - a) * overall
@@ -174,23 +231,34 @@ def current_weights(names: list[str], stats: dict[str, Any], config: EnsembleCon
 class ShadowScores:
     """Every provider's votes of a chunk scored against the market (P x K arrays)."""
 
-    voted: np.ndarray  # bool: a non-zero vote
+    voted: np.ndarray  # bool: a non-zero vote, not an abstention, with a horizon
     hit: np.ndarray  # bool: the vote's direction matched the move
     shadow_return: np.ndarray  # vote * forward return (0 where no vote or no horizon)
     scored: np.ndarray  # (K,) bool: the candidate had a horizon to score over
+    abstained: np.ndarray | None = None  # bool: no opinion (Votes.abstained); None = never
+
+    def __post_init__(self) -> None:
+        if self.abstained is None:
+            object.__setattr__(self, "abstained", np.zeros(np.shape(self.voted), dtype=bool))
 
 
 def shadow_scores(votes: list[Votes], candidates: Candidates, close: np.ndarray,
                   stop: int, horizon: int) -> ShadowScores:
-    """Score every vote against close[min(t + horizon, stop - 1)] / close[t] - 1."""
+    """Score every vote against close[min(t + horizon, stop - 1)] / close[t] - 1.
+
+    ``abstained`` is each provider's ``Votes.abstentions()``, whether or not the candidate
+    has a horizon; an abstention is never a vote, whatever its vote value.
+    """
     bar, asset = candidates.bar, candidates.asset
     end = np.minimum(bar + horizon, stop - 1)
     forward = close[end, asset] / close[bar, asset] - 1.0
     scored = end > bar
     stacked = np.stack([v.vote for v in votes]).astype(np.int8)
-    voted = (stacked != 0) & scored
+    abstained = np.stack([v.abstentions() for v in votes])
+    voted = (stacked != 0) & scored & ~abstained
     signed = stacked * forward
-    return ShadowScores(voted, voted & (signed > 0), np.where(voted, signed, 0.0), scored)
+    return ShadowScores(voted, voted & (signed > 0), np.where(voted, signed, 0.0), scored,
+                        abstained)
 
 
 def learn(
@@ -199,34 +267,72 @@ def learn(
     scores: ShadowScores,
     candidate_regimes: np.ndarray,
     used: Weights,
-    traded: list[tuple[dict[str, int], int, float]],
+    traded: list[tuple[dict[str, int | dict[str, Any]], int, float]],
     config: EnsembleConfig,
     label: str,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fold one chunk into the learning state; return (new stats, the chunk's counts).
 
-    ``traded`` lists each closed trade as ({provider: vote}, direction, pnl): a provider
-    that voted the trade's direction counts it in trades/wins/losses.
+    Parameters
+    ----------
+    stats : dict
+        The learning state so far (``empty_stats()`` shape); not modified. Rows of an
+        older memory that lack newer count keys are completed (see the module docstring).
+    names : list of str
+        Provider names, in the order of the rows of ``scores`` and ``used``.
+    scores : ShadowScores
+        The chunk's votes scored against the market, with the abstentions.
+    candidate_regimes : np.ndarray
+        (K,) regime code per candidate.
+    used : Weights
+        The weights the chunk traded with (the mwu update starts from them).
+    traded : list of tuple
+        Each closed trade as (votes, direction, pnl). ``votes`` maps a provider's name to
+        its vote, either an int or the outcome's vote dict {"vote": int, "abstained":
+        bool, ...} (a missing "abstained" reads False), so an outcome's "votes" can be
+        passed as is. Each provider counts the trade with, against or abstained (module
+        docstring).
+    config : EnsembleConfig
+        method, learning_rate, weight_floor and abstention_penalty are read.
+    label : str
+        The chunk's label, for the weight history.
+
+    Returns
+    -------
+    tuple of dict
+        The new stats, and the chunk's counts: {"providers": {name: delta}, "regimes":
+        {regime name: {name: delta}}}, delta holding votes, hits, shadow_pnl, abstentions
+        and scored.
     """
-    new = {"providers": {n: dict(v) for n, v in stats["providers"].items()},
+    def copied(row: dict[str, Any]) -> dict[str, Any]:  # lists too: the history grows
+        return {k: list(v) if isinstance(v, list) else v for k, v in row.items()}
+
+    new = {"providers": {n: copied(v) for n, v in stats["providers"].items()},
            "regimes": {r: {"scored": t["scored"],
-                           "providers": {n: dict(v) for n, v in t["providers"].items()}}
+                           "providers": {n: copied(v) for n, v in t["providers"].items()}}
                        for r, t in stats["regimes"].items()}}
     chunk_counts: dict[str, Any] = {"providers": {}, "regimes": {}}
 
+    penalty = config.abstention_penalty
+
     def fold(table: dict[str, Any], mask: np.ndarray, weights: np.ndarray,
              counts_out: dict[str, Any]) -> int:
-        n = int((scores.scored & mask).sum())
+        scored = scores.scored & mask
+        n = int(scored.sum())
         gains = []
         for i, name in enumerate(names):
             voted = scores.voted[i] & mask
             row = _counts(table, name)
             delta = {"votes": int(voted.sum()), "hits": int((scores.hit[i] & mask).sum()),
-                     "shadow_pnl": float(scores.shadow_return[i][mask].sum())}
+                     "shadow_pnl": float(scores.shadow_return[i][mask].sum()),
+                     "abstentions": int((scores.abstained[i] & scored).sum()), "scored": n}
             for key, value in delta.items():
                 row[key] += value
+            row["abstention_rate"] = row["abstentions"] / row["scored"] if row["scored"] else None
             counts_out[name] = delta
-            gains.append((2 * delta["hits"] - delta["votes"]) / n if n else 0.0)
+            misses = delta["votes"] - delta["hits"]
+            gains.append((delta["hits"] - misses - penalty * delta["abstentions"]) / n
+                         if n else 0.0)
         if config.method == "mwu":
             grown = weights * np.exp(config.learning_rate * math.sqrt(n) * np.array(gains))
             for name, w in zip(names, apply_floor(grown, config.weight_floor)):
@@ -248,11 +354,22 @@ def learn(
         chunk_counts["regimes"][name] = counts
 
     for provider_votes, direction, pnl in traded:
-        for name, vote in provider_votes.items():
-            if vote == direction and name in new["providers"]:
-                row = new["providers"][name]
+        for name, answer in provider_votes.items():
+            if name not in new["providers"]:
+                continue
+            row = new["providers"][name]
+            if isinstance(answer, dict):
+                vote, abstained = int(answer["vote"]), bool(answer.get("abstained", False))
+            else:
+                vote, abstained = int(answer), False
+            if abstained or vote == 0:
+                row["trades_abstained"] += 1
+            elif vote == direction:
+                row["trades_with"] += 1
                 row["trades"] += 1
                 row["wins" if pnl > 0 else "losses"] += 1
+            else:
+                row["trades_against"] += 1
 
     for i, name in enumerate(names):
         row = new["providers"][name]
@@ -261,6 +378,38 @@ def learn(
         row.setdefault("weight_history", []).append({"chunk": label,
                                                      "weight": float(used.overall[i])})
     return new, chunk_counts
+
+
+def provider_credit(stats: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What each provider is credited with, for display.
+
+    Parameters
+    ----------
+    stats : dict
+        The learning state (``learn``'s first return value), old memories included.
+
+    Returns
+    -------
+    dict
+        {provider: {votes, hit_rate (shadow hits / votes, over all its votes),
+        abstentions, abstention_rate, trades_with, trades_against, trades_abstained,
+        win_rate_with (wins / trades_with), weight}}; rates are None without a denominator.
+    """
+    out = {}
+    for name, stored in stats.get("providers", {}).items():
+        row = _counts({name: dict(stored)}, name)
+        out[name] = {
+            "votes": row["votes"],
+            "hit_rate": row["hits"] / row["votes"] if row["votes"] else None,
+            "abstentions": row["abstentions"],
+            "abstention_rate": row["abstentions"] / row["scored"] if row["scored"] else None,
+            "trades_with": row["trades_with"],
+            "trades_against": row["trades_against"],
+            "trades_abstained": row["trades_abstained"],
+            "win_rate_with": row["wins"] / row["trades_with"] if row["trades_with"] else None,
+            "weight": row["weight"],
+        }
+    return out
 
 
 def monitor_size(parameters: dict[str, Any], wins: list[bool], config: MonitorConfig,

@@ -1,7 +1,8 @@
 """Regression backtests: run a short deterministic config, compare with a stored baseline.
 
-What is compared: every metric of every chunk and of the whole run, and the learned
-weights used in each chunk. A value passes when |now - baseline| <= abs + rel * |baseline|
+What is compared: every metric of every chunk and of the whole run, the learned
+weights used in each chunk, and the counterfactual books (each book's figures per chunk
+and overall, learned - equal weight, the regret, the significance and benchmark figures). A value passes when |now - baseline| <= abs + rel * |baseline|
 (the config's [regress] tolerances, per metric where given); undefined values (null) must
 be undefined in both.
 
@@ -28,9 +29,10 @@ import orjson
 from backtester.config import Config
 from backtester.errors import BtError
 from backtester.memory.io import atomic_write_bytes
-from backtester.runner import run_backtest, run_summary
+from backtester.results import run_summary
+from backtester.runner import run_backtest
 
-BASELINE_VERSION = 1
+BASELINE_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,22 @@ def measure(config: Config) -> dict[str, Any]:
         "overall": summary["overall"],
         "chunks": {c["label"]: c["metrics"] for c in summary["chunks"]},
         "weights": {c["label"]: c["weights"] for c in summary["chunks"]},
+        "books": {"overall": _numbers({k: v for k, v in summary["books"].items()
+                                       if k not in ("chunks", "names", "providers")}),
+                  **{c["label"]: _numbers(c["books"]) for c in summary["chunks"]}},
     }
+
+
+def _numbers(tree: dict[str, Any], prefix: str = "") -> dict[str, float | None]:
+    """The numeric leaves of a nested dict, keyed by dotted path (text left out)."""
+    out: dict[str, float | None] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_numbers(value, f"{name}."))
+        elif value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            out[name] = value
+    return out
 
 
 def compare(baseline: dict[str, Any], now: dict[str, Any], config: Config) -> list[Comparison]:
@@ -75,8 +92,9 @@ def compare(baseline: dict[str, Any], now: dict[str, Any], config: Config) -> li
     def add(scope: str, old: dict[str, Any], new: dict[str, Any]) -> None:
         for metric in sorted(set(old) | set(new)):
             a, b = old.get(metric), new.get(metric)
-            tolerance = config.regress.tolerance(metric if not scope.startswith("weights")
-                                                 else "weight")
+            name = ("weight" if scope.startswith("weights")
+                    else metric.rsplit(".", 1)[-1])  # books: the figure's own name
+            tolerance = config.regress.tolerance(name)
             rows.append(Comparison(scope, metric, a, b, _within(a, b, *tolerance)
                                    and metric in old and metric in new))
 
@@ -86,6 +104,9 @@ def compare(baseline: dict[str, Any], now: dict[str, Any], config: Config) -> li
     for label in _ordered(baseline.get("weights", {}), now["weights"]):
         add(f"weights {label}", baseline.get("weights", {}).get(label, {}),
             now["weights"].get(label, {}))
+    for label in _ordered(baseline.get("books", {}), now["books"]):
+        add(f"books {label}", baseline.get("books", {}).get(label, {}),
+            now["books"].get(label, {}))
     return rows
 
 

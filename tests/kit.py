@@ -43,7 +43,7 @@ def make_config(tmp_path: Path, *, learning: bool = True, **overrides) -> Config
     """The default config writing under tmp_path; hashing embedder for speed."""
     config = load_config(None, {
         "run.out_dir": str(tmp_path / "runs"), "memory.dir": str(tmp_path / "memory"),
-        "memory.enabled": learning, "memory.embedder": "hashing", "data.cache_dir":
+        "memory.mode": "learn" if learning else "off", "memory.embedder": "hashing", "data.cache_dir":
         str(tmp_path / "cache"), **overrides,
     })
     return config

@@ -519,7 +519,7 @@ def test_report_of_a_real_run_matches_its_files(tmp_path):
     first = int(np.searchsorted(times, pd.Timestamp("2025-01-01", tz="UTC").value))
     config = load_config(None, {"run.out_dir": str(tmp_path / "runs"), "run.chunk": "week",
                                 "run.start": "2025-01-01", "run.end": "2025-01-15",
-                                "data.symbols": ["S0", "S1"], "memory.enabled": False,
+                                "data.symbols": ["S0", "S1"], "memory.mode": "off",
                                 "memory.dir": str(tmp_path / "memory")})
     result = run_backtest(config, bars=bars, first=first, write=True)
 

@@ -26,7 +26,7 @@ def market() -> tuple[Bars, int]:
 
 def _config(tmp_path, **run):
     """The default config with learning off (the chunk-invariance setting)."""
-    config = load_config(None, {"run.out_dir": str(tmp_path / "runs"), "memory.enabled": False,
+    config = load_config(None, {"run.out_dir": str(tmp_path / "runs"), "memory.mode": "off",
                                 "memory.dir": str(tmp_path / "memory")})
     return replace(config, run=replace(config.run, **run))
 
@@ -85,6 +85,7 @@ def test_results_are_written_and_agree_with_each_other(market, tmp_path):
     out = result.out_dir
     assert {p.name for p in out.iterdir()} == {"metrics.json", "trades.parquet",
                                                "equity.parquet", "config.toml",
+                                               "books.parquet", "prices.parquet",
                                                "report.html"}
     summary = orjson.loads((out / "metrics.json").read_bytes())
     trades = pd.read_parquet(out / "trades.parquet")
@@ -93,6 +94,10 @@ def test_results_are_written_and_agree_with_each_other(market, tmp_path):
     assert summary["overall"]["final_equity"] == pytest.approx(equity["equity"].iloc[-1])
     assert [c["label"] for c in summary["chunks"]] == [c.chunk.label for c in result.chunks]
     assert summary["config_hash"] == result.config.hash()
+    books = pd.read_parquet(out / "books.parquet")
+    np.testing.assert_array_equal(books["learned"], equity["equity"])
+    assert list(books.columns) == ["time", *summary["books"]["names"]]
+    assert set(trades["regime"]) <= {"TRENDING", "RANGING", "VOLATILE", "UNKNOWN"}
     # the written config reproduces the run's config
     assert load_config(out / "config.toml") == result.config
 

@@ -41,8 +41,18 @@ def run(
     out: Annotated[str | None, typer.Option(help="Folder for run results (default runs/).")] = None,
     memory_dir: Annotated[str | None, typer.Option(
         help="Memory folder (default data/memory).")] = None,
+    memory_mode: Annotated[str | None, typer.Option(
+        "--memory-mode", help="learn (default): decide with the memory and commit each chunk "
+        "to it; frozen: decide with it, write nothing (out-of-sample evaluation); off: equal "
+        "weights, nothing read or written.")] = None,
     no_memory: Annotated[bool, typer.Option(
-        "--no-memory", help="Learning off: equal weights, nothing read or written.")] = False,
+        "--no-memory", help="The same as --memory-mode off.")] = False,
+    in_sample: Annotated[bool, typer.Option(
+        "--in-sample", help="Let a frozen run decide over a period the memory learned from "
+        "(the summary then says the evaluation is in-sample).")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Say how many candidates and LLM calls the run would make (and "
+        "how many are cached, and how long it would take), then stop.")] = False,
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Move the memory folder aside to a timestamped backup first.")] = False,
     resume: Annotated[bool, typer.Option(
@@ -55,15 +65,28 @@ def run(
         "run.year": year, "run.start": start, "run.end": end, "run.chunk": chunk,
         "run.out_dir": out, "data.path": data, "data.timeframe": timeframe, "data.tz": tz,
         "data.seed": seed, "memory.dir": memory_dir, "data.symbols": split_symbols(symbols),
-        "memory.enabled": False if no_memory else None,
+        "memory.mode": memory_mode,
     }
     if data and symbols is None:
         overrides["data.symbols"] = []  # every symbol in the user's data
     try:
+        if no_memory and memory_mode not in (None, "off"):
+            raise ConfigError(f"--no-memory and --memory-mode {memory_mode} contradict each "
+                              "other; choose one")
+        if no_memory:
+            overrides["memory.mode"] = "off"
         cfg = load(config, overrides)
         if fresh and resume:
             raise ConfigError("--fresh and --resume contradict each other; choose one")
-        if fresh and cfg.memory.enabled:
+        if fresh and not cfg.memory.learns:
+            raise ConfigError(f"--fresh empties the memory a learning run fills; with "
+                              f"--memory-mode {cfg.memory.mode} drop --fresh")
+        if in_sample and cfg.memory.mode != "frozen":
+            raise ConfigError("--in-sample goes with --memory-mode frozen")
+        if dry_run:
+            _render_plan(cfg)
+            return
+        if fresh:
             from backtester.memory.store import backup_aside
 
             moved = backup_aside(Path(cfg.memory.dir))
@@ -83,7 +106,11 @@ def run(
                     tasks[c.index] = progress.add_task(c.label, total=len(stages), stage="")
                 progress.update(tasks[c.index], completed=stages.index(stage) + 1, stage=stage)
 
-            result = run_backtest(cfg, progress=on_progress, resume=resume)
+            def on_notice(line: str) -> None:
+                console.print(line, highlight=False, markup=False)
+
+            result = run_backtest(cfg, progress=on_progress, notice=on_notice, resume=resume,
+                                  in_sample=in_sample)
     except BtError as e:
         fail(e)
     _render_run(result)
@@ -118,14 +145,79 @@ def _render_run(result) -> None:
         f"exposure {fmt(m['exposure'], 'rate')}"
     )
     console.print(summary, highlight=False, markup=False)
+    _render_books(result)
     _render_llm(result)
     console.print(f"results: {result.out_dir}", highlight=False, markup=False)
     console.print(f"report:  {result.out_dir / 'report.html'}", highlight=False, markup=False)
 
 
+def _render_books(result) -> None:
+    """Per chunk: learned / equal weight / best single provider / buy and hold, then
+    whether learning beat equal weights by more than noise."""
+    books = result.books
+    if not books:
+        return
+    table = Table(title="did the learning help? (return per chunk)", title_justify="left")
+    for name in ("chunk", "learned", "equal weight", "best single", "buy & hold",
+                 "learned - equal", "regret"):
+        table.add_column(name, justify="left" if name in ("chunk", "best single") else "right")
+
+    def row(label: str, figures: dict, attribution: dict) -> list[str]:
+        best = attribution.get("best_single")
+        best_text = "-" if best is None else \
+            f"{best} {fmt(figures[best]['total_return'], 'pct')}"
+        return [label, fmt(figures["learned"]["total_return"], "pct"),
+                fmt(figures["equal_weight"]["total_return"], "pct"), best_text,
+                fmt(figures["buy_and_hold"]["total_return"], "pct"),
+                fmt(attribution.get("learned_minus_equal"), "pct"),
+                fmt(attribution.get("regret"), "pct")]
+
+    for c in result.chunks:
+        if c.books:
+            table.add_row(*row(c.chunk.label, c.books["figures"], c.books))
+    table.add_section()
+    table.add_row(*row("[bold]total", books["overall"], books))
+    console.print(table)
+    mode = {"frozen": "frozen memory (nothing learned during this run)",
+            "off": "memory off (equal weights)"}.get(result.memory_mode)
+    notes = [mode] if mode else []
+    if result.in_sample:
+        notes.append("IN-SAMPLE: the memory learned from this period")
+    b = books["benchmark"]
+    console.print(
+        f"{books['significance']['sentence']}; probabilistic Sharpe ratio of learned "
+        f"{fmt(books['significance']['psr'], 'rate')}; vs buy & hold: alpha "
+        f"{fmt(b['alpha'], 'pct')}/yr, beta {fmt(b['beta'])}, information ratio "
+        f"{fmt(b['information_ratio'])}, correlation {fmt(b['correlation'])}"
+        + (f" [{'; '.join(notes)}]" if notes else ""), highlight=False, markup=False)
+
+
+def _render_plan(cfg) -> None:
+    """--dry-run: candidates per chunk, calls per provider (cached), estimated time."""
+    from backtester.runner import plan_line, plan_run
+
+    plan, preflight, providers = plan_run(cfg)
+    table = Table(title="bt run --dry-run", title_justify="left")
+    callers = list(plan["providers"])
+    table.add_column("chunk")
+    table.add_column("candidates", justify="right")
+    for name in callers:
+        table.add_column(f"{name} calls (cached)", justify="right")
+    for c in plan["chunks"]:
+        table.add_row(c["label"], fmt(c["candidates"], "int"),
+                      *(f"{c['providers'][n]['calls']:,} ({c['providers'][n]['cached']:,})"
+                        for n in callers))
+    console.print(table)
+    console.print(plan_line(plan, preflight, providers), highlight=False, markup=False)
+    for name, figures in preflight.items():
+        if figures.get("latency_s") is not None:
+            console.print(f"preflight {name}: answered in {figures['latency_s']:.2f} s",
+                          highlight=False, markup=False)
+
+
 def _render_llm(result) -> None:
     """LLM calls of the run: requests, cache, abstentions, failures, tokens, cost."""
-    from backtester.runner import llm_usage
+    from backtester.results import llm_usage
 
     usage = llm_usage(result)
     if not usage:

@@ -1,0 +1,165 @@
+"""The learning step of a chunk: what each decision's outcome file needs, the closed
+trades as outcomes, the hit rates with and without the memory vote, and the commit of
+what the chunk taught to the memory folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from backtester.config import Config
+from backtester.engine import Decisions
+from backtester.engine.records import EXIT_REASON_NAMES
+from backtester.ensemble import (
+    ShadowScores,
+    Weights,
+    learn,
+    monitor_size,
+    shadow_scores,
+)
+from backtester.providers.base import Candidates, Votes
+from backtester.regime import REGIME_NAMES
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """One chunk's decision step: candidates, votes, scores and the decisions array."""
+
+    candidates: Candidates
+    regimes: np.ndarray  # (K,) regime code at each candidate
+    states: np.ndarray  # (K, d) state vectors (empty when the memory is off)
+    votes: list[Votes]
+    weights: Weights
+    score: np.ndarray  # ensemble score, memory vote included
+    without_memory: np.ndarray  # the providers' score alone
+    memory_vote: np.ndarray
+    ids: np.ndarray  # decision id per candidate
+    decisions: Decisions
+    size_multiplier: float
+
+
+def remember_decisions(open_decisions: dict[str, dict[str, Any]], names: list[str],
+                       decided: Decided, chunk_start: int, volatility: np.ndarray) -> None:
+    """Keep what each decision's outcome file will need once its trade closes."""
+    candidates, decisions, votes = decided.candidates, decided.decisions, decided.votes
+    if not len(candidates):
+        return
+    rows, cols = candidates.bar - chunk_start, candidates.asset
+    taken = np.flatnonzero(decisions.direction[rows, cols] != 0)
+    ids = decisions.decision_id[rows, cols]
+    abstained = [v.abstentions() for v in votes]
+    for k in taken:
+        open_decisions[str(int(ids[k]))] = {
+            "regime": REGIME_NAMES[int(decided.regimes[k])],
+            "volatility": float(np.nan_to_num(volatility[candidates.bar[k],
+                                                         candidates.asset[k]])),
+            "votes": {name: {"vote": int(v.vote[k]), "confidence": float(v.confidence[k]),
+                             **({"abstained": True} if a[k] else {})}
+                      for name, v, a in zip(names, votes, abstained)},
+            "reasoning": " ".join(v.reasoning[k] for v in votes
+                                  if v.reasoning and v.reasoning[k]),
+            "ensemble_score": float(decided.score[k]),
+            "memory_vote": float(decided.memory_vote[k]),
+            "state": [float(x) for x in decided.states[k]],
+        }
+
+
+def outcomes(open_decisions: dict[str, dict[str, Any]], trades: np.ndarray,
+             symbols: np.ndarray, time: Any, label: str, generation: int
+             ) -> list[dict[str, Any]]:
+    """Outcome dicts for the trades closed in this chunk; ``time(bar)`` gives a timestamp."""
+    from backtester.memory.store import SCHEMA_VERSION
+    from backtester.memory.texts import describe
+
+    out = []
+    for trade in trades:
+        info = open_decisions.pop(str(int(trade["decision_id"])), None)
+        if info is None:  # opened under another config; cannot be described
+            continue
+        outcome = {
+            "schema_version": SCHEMA_VERSION,
+            "decision_id": int(trade["decision_id"]),
+            "symbol": str(symbols[trade["asset"]]),
+            "direction": int(trade["direction"]),
+            "entry_time": time(int(trade["entry_bar"])).isoformat(),
+            "exit_time": time(int(trade["exit_bar"])).isoformat(),
+            "bars_held": int(trade["exit_bar"] - trade["entry_bar"]),
+            "entry_price": float(trade["entry_price"]),
+            "exit_price": float(trade["exit_price"]),
+            "size": float(trade["size"]),
+            "pnl": float(trade["pnl"]),
+            "return_pct": float(trade["return_pct"]),
+            "fees": float(trade["fees"]),
+            "exit_reason": EXIT_REASON_NAMES[int(trade["exit_reason"])],
+            "generation": generation,
+            "chunk": label,
+            **info,
+        }
+        outcome["description"] = describe(outcome)
+        out.append(outcome)
+    return out
+
+
+def hit_rates(decided: Decided, close: np.ndarray, stop: int, horizon: int,
+              threshold: float) -> dict[str, Any]:
+    """Hit rates of the ensemble's decisions with and without the memory vote."""
+    if not len(decided.candidates):
+        return {}
+    rows = [Votes(np.where(np.abs(s) >= threshold, np.sign(s), 0).astype(np.int8),
+                  np.ones(len(s))) for s in (decided.score, decided.without_memory)]
+    rows.append(Votes(np.sign(decided.memory_vote).astype(np.int8),
+                      np.abs(decided.memory_vote)))
+    scored = shadow_scores(rows, decided.candidates, close, stop, horizon)
+    figures = {}
+    for i, name in enumerate(("ensemble", "ensemble_without_memory", "memory_vote")):
+        n = int(scored.voted[i].sum())
+        figures[name] = {"votes": n, "hits": int(scored.hit[i].sum()),
+                         "hit_rate": float(scored.hit[i].sum() / n) if n else None,
+                         "shadow_pnl": float(scored.shadow_return[i].sum())}
+    return figures
+
+
+def learn_chunk(stats: dict[str, Any], parameters: dict[str, Any], names: list[str],
+                decided: Decided, chunk_outcomes: list[dict[str, Any]], close: np.ndarray,
+                stop: int, horizon: int, config: Config, label: str,
+                reports: dict[str, dict[str, Any]]
+                ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Fold the chunk into the learning state: (stats, parameters, the chunk's counts)."""
+    if len(decided.candidates):
+        scores = shadow_scores(decided.votes, decided.candidates, close, stop, horizon)
+    else:
+        empty = np.zeros((len(names), 0), dtype=bool)
+        scores = ShadowScores(empty, empty, np.zeros(empty.shape), np.zeros(0, dtype=bool),
+                              empty)
+    traded = [(o["votes"], o["direction"], o["pnl"]) for o in chunk_outcomes]
+    stats, counts = learn(stats, names, scores, decided.regimes, decided.weights, traded,
+                          config.ensemble, label)
+    for name, report in reports.items():
+        if report:
+            stats["providers"][name].setdefault("reports", []).append({"chunk": label,
+                                                                      **report})
+    parameters = monitor_size(parameters, [o["pnl"] > 0 for o in chunk_outcomes],
+                              config.monitor, label)
+    return stats, parameters, counts
+
+
+def snapshot(label: str, run_id: str, pnl: float, metrics: dict[str, float],
+             candidates: int, decisions: int, weights: dict[str, Any],
+             learning: dict[str, Any], books: dict[str, Any],
+             counts: dict[str, Any]) -> dict[str, Any]:
+    """The chunk's snapshot file: its figures, the weights it used, what it learned."""
+    return {
+        "chunk": label, "run_id": run_id, "pnl": float(pnl),
+        "return": metrics["total_return"], "sharpe": metrics["sharpe"],
+        "win_rate": metrics["win_rate"], "trades": metrics["trades"],
+        "max_drawdown": metrics["max_drawdown"],
+        "candidates": candidates, "decisions": decisions,
+        "weights": weights, "size_multiplier": learning["size_multiplier"],
+        "learning": {k: v for k, v in learning.items() if k != "size_multiplier"},
+        "books": books,
+        "chunk_provider_counts": counts["providers"],
+        "chunk_regime_counts": counts["regimes"],
+    }
+
