@@ -174,19 +174,14 @@ def llm_usage(result: RunResult) -> dict[str, Any]:
 def run_summary(result: RunResult) -> dict[str, Any]:
     """What metrics.json holds: the run, each chunk, the learned weights, overall metrics,
     the counterfactual books."""
+    from backtester.ensemble import provider_credit
     from backtester.runner import period_bounds
 
     start, end = period_bounds(result.config)
-    providers = {}
-    for name, row in result.providers.items():
-        scored = row.get("votes", 0) + row.get("abstentions", 0)
-        providers[name] = {
-            **{k: row.get(k) for k in ("votes", "hits", "abstentions", "shadow_pnl", "trades",
-                                       "wins", "losses", "trades_with", "trades_against",
-                                       "trades_abstained", "weight")},
-            "hit_rate": row["hits"] / row["votes"] if row.get("votes") else None,
-            "abstention_rate": row.get("abstentions", 0) / scored if scored else None,
-        }
+    credit = provider_credit({"providers": result.providers})
+    providers = {name: {**{k: row.get(k) for k in ("votes", "hits", "shadow_pnl", "trades",
+                                                   "wins", "losses")}, **credit[name]}
+                 for name, row in result.providers.items()}
     return json_ready({
         "run_id": result.run_id,
         "config_hash": result.config.hash(),

@@ -44,6 +44,7 @@ def _text_embedder(folder: Path):
 
 def memory_report(folder: Path) -> dict[str, Any]:
     """Everything `inspect` shows, as one JSON-ready dict."""
+    from backtester.ensemble import provider_credit
     from backtester.memory.io import read_json
     from backtester.memory.store import MemoryStore
 
@@ -65,6 +66,7 @@ def memory_report(folder: Path) -> dict[str, Any]:
                 learning.get("ensemble_without_memory", {}).get("hit_rate"),
             "memory_vote_hit_rate": learning.get("memory_vote", {}).get("hit_rate"),
             "weights": snap.get("weights", {}),
+            "books": snap.get("books", {}),
         })
     vectors = None
     index = folder / "vectors" / "index.json"
@@ -82,6 +84,7 @@ def memory_report(folder: Path) -> dict[str, Any]:
         "active_run": summary["active_run"] and {
             k: summary["active_run"][k] for k in ("run_id", "chunks_done", "chunks_total")},
         "providers": store.provider_stats().get("providers", {}),
+        "credit": provider_credit(store.provider_stats()),
         "regimes": store.regime_stats().get("regimes", {}),
         "snapshots": snapshots,
         "vectors": vectors,
@@ -113,18 +116,22 @@ def inspect(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
         console.print(f"unfinished run {run['run_id']}: {run['chunks_done']} of "
                       f"{run['chunks_total']} chunks (bt run --resume continues it)",
                       highlight=False, markup=False)
-    providers = Table(title="providers", title_justify="left")
-    for name in ("provider", "votes", "hit rate", "avg shadow return", "trades", "win rate",
-                 "weight"):
+    providers = Table(title="providers (trades: voted with / against / no opinion)",
+                      title_justify="left")
+    for name in ("provider", "votes", "hit rate", "avg shadow return", "abstained",
+                 "trades with", "against", "no opinion", "win rate with", "weight"):
         providers.add_column(name, justify="left" if name == "provider" else "right")
     for name, row in data["providers"].items():
-        providers.add_row(name, fmt(row["votes"], "int"),
-                          fmt(row["hits"] / row["votes"] if row["votes"] else None, "rate"),
+        credit = data["credit"][name]
+        providers.add_row(name, fmt(row["votes"], "int"), fmt(credit["hit_rate"], "rate"),
                           fmt(row["shadow_pnl"] / row["votes"] if row["votes"] else None,
-                              "pct"), fmt(row["trades"], "int"),
-                          fmt(row["wins"] / row["trades"] if row["trades"] else None, "rate"),
-                          fmt(row["weight"], "weight"))
+                              "pct"), fmt(credit["abstention_rate"], "rate"),
+                          fmt(credit["trades_with"], "int"),
+                          fmt(credit["trades_against"], "int"),
+                          fmt(credit["trades_abstained"], "int"),
+                          fmt(credit["win_rate_with"], "rate"), fmt(credit["weight"], "weight"))
     console.print(providers)
+    _render_books(data["snapshots"])
     weights = Table(title="weights used, chunk by chunk (overall)", title_justify="left")
     weights.add_column("chunk")
     for name in data["providers"]:
@@ -172,6 +179,34 @@ def inspect(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
     for change in history:
         console.print(f"  {change['chunk']}: {change['parameter']} {change['old']} -> "
                       f"{change['new']} ({change['reason']})", highlight=False, markup=False)
+
+
+def _render_books(snapshots: list[dict[str, Any]]) -> None:
+    """Across every chunk the memory learned: learned / equal / best single / buy & hold."""
+    rows = [s for s in snapshots if s["books"].get("figures")]
+    if not rows:
+        return
+    table = Table(title="did the learning help? (return per chunk: learned / equal weight / "
+                  "best single provider / buy & hold)", title_justify="left")
+    for name in ("chunk", "learned", "equal weight", "best single", "buy & hold",
+                 "learned - equal", "regret"):
+        table.add_column(name, justify="left" if name in ("chunk", "best single") else "right")
+    total = {"learned_minus_equal": 0.0, "regret": 0.0}
+    for snap in rows:
+        books = snap["books"]
+        figures, best = books["figures"], books.get("best_single")
+        table.add_row(snap["chunk"], fmt(figures["learned"]["total_return"], "pct"),
+                      fmt(figures["equal_weight"]["total_return"], "pct"),
+                      "-" if best is None else
+                      f"{best} {fmt(figures[best]['total_return'], 'pct')}",
+                      fmt(figures["buy_and_hold"]["total_return"], "pct"),
+                      fmt(books["learned_minus_equal"], "pct"), fmt(books["regret"], "pct"))
+        for key in total:
+            total[key] += books[key] or 0.0
+    table.add_section()
+    table.add_row(f"sum of {len(rows)}", "", "", "", "", fmt(total["learned_minus_equal"], "pct"),
+                  fmt(total["regret"], "pct"))
+    console.print(table)
 
 
 @app.command()

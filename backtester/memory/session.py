@@ -49,11 +49,21 @@ class MemorySession:
     @classmethod
     @contextlib.contextmanager
     def open(cls, config: Config) -> Iterator[MemorySession]:
-        """Lock the folder, load what earlier chunks committed; unlock when done."""
+        """Lock the folder, load what earlier chunks committed; unlock when done.
+
+        A frozen memory (``memory.mode = "frozen"``) must already hold committed chunks:
+        nothing is created in it, and the lock file is gone again when the run ends.
+        """
         folder = Path(config.memory.dir)
-        folder.mkdir(parents=True, exist_ok=True)
+        learns = config.memory.learns
+        if learns:
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            MemoryStore.open(folder, config_hash=config.decision_hash(), create=False,
+                             read_only=True)
         with FolderLock(folder):
-            store = MemoryStore.open(folder, config_hash=config.decision_hash())
+            store = MemoryStore.open(folder, config_hash=config.decision_hash(),
+                                     create=learns, read_only=not learns)
             embedder = default_embedder(config.memory.embedder)
             preload(embedder)
             vectors = VectorMemory.load(

@@ -105,7 +105,8 @@ class MemoryStore:
 
     @classmethod
     def open(
-        cls, folder: Path | str, *, config_hash: str | None, create: bool = True
+        cls, folder: Path | str, *, config_hash: str | None, create: bool = True,
+        read_only: bool = False,
     ) -> MemoryStore:
         """Open the memory in ``folder``: read its manifest and its three stats files.
 
@@ -125,6 +126,8 @@ class MemoryStore:
         create
             When False, a folder with no committed memory raises instead of opening
             empty.
+        read_only
+            Never rewrite a stale stats file, even under the lock (a frozen run).
 
         Raises
         ------
@@ -167,7 +170,7 @@ class MemoryStore:
                 )
         derived, stale = _read_derived(folder, manifest["generation"])
         if stale:
-            derived.update(_restore_derived(folder, manifest, stale))
+            derived.update(_restore_derived(folder, manifest, stale, read_only=read_only))
         return cls(folder, manifest, derived)
 
     # -- reading ------------------------------------------------------------------------
@@ -641,7 +644,8 @@ def _read_derived(folder: Path, generation: int) -> tuple[dict[str, Any], dict[s
     return derived, stale
 
 
-def _restore_derived(folder: Path, manifest: dict, stale: dict[str, str]) -> dict[str, Any]:
+def _restore_derived(folder: Path, manifest: dict, stale: dict[str, str], *,
+                     read_only: bool = False) -> dict[str, Any]:
     """Stats of the stale files as of the manifest's generation, from its snapshot."""
     generation = manifest["generation"]
     if generation == 0:
@@ -665,7 +669,7 @@ def _restore_derived(folder: Path, manifest: dict, stale: dict[str, str]) -> dic
                 "`bt memory doctor` to rebuild them"
             )
         values = {DERIVED_FILES[name]: snapshot[DERIVED_FILES[name]] for name in stale}
-    rewrite = holds_lock(folder)
+    rewrite = holds_lock(folder) and not read_only
     details = ", ".join(f"{name} {why}" for name, why in stale.items())
     warnings.warn(
         f"{folder}: stats files out of step with the manifest (generation {generation}: "
