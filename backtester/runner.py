@@ -272,7 +272,7 @@ class WalkForward:
         run will make and how many answers are already cached (later chunks are counted
         with the memory as it is now, so their prompts' similar situations may differ)."""
         callers = [p for p in self.providers if hasattr(p, "plan")]
-        chunks, totals = [], {p.name: {"calls": 0, "cached": 0} for p in callers}
+        rows, totals = [], {p.name: {"calls": 0, "cached": 0} for p in callers}
         for chunk in chunks:
             candidates = self._candidates(chunk)
             similar = self._similar(candidates, callers)
@@ -282,9 +282,9 @@ class WalkForward:
                 row["providers"][p.name] = counts
                 for key in ("calls", "cached"):
                     totals[p.name][key] += int(counts.get(key, 0))
-            chunks.append(row)
-        return {"chunks": chunks, "providers": totals,
-                "candidates": sum(c["candidates"] for c in chunks)}
+            rows.append(row)
+        return {"chunks": rows, "providers": totals,
+                "candidates": sum(c["candidates"] for c in rows)}
 
     # -- one chunk
 
@@ -587,8 +587,8 @@ def plan_line(plan: dict[str, Any], preflight: dict[str, dict[str, Any]],
         eta = (f", ~{_duration(new * latency / slots)} at {slots} in flight"
                if latency is not None and new else "")
         parts.append(f"{p.name} {counts['calls']:,} calls ({counts['cached']:,} cached{eta})")
-    return (f"{plan['candidates']:,} candidates in {len(plan['chunks'])} chunks; "
-            + "; ".join(parts))
+    calls = "; ".join(parts) if parts else "no provider calls out"
+    return f"{plan['candidates']:,} candidates in {len(plan['chunks'])} chunks; {calls}"
 
 
 def _duration(seconds: float) -> str:

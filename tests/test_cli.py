@@ -56,6 +56,14 @@ def test_run_on_real_bars_from_a_csv(workdir):
     assert sum(c["bars"] for c in summary["chunks"]) > 1500  # ~7 bars a session day
     # the sample starts in August 2024: less history than the regime warm-up, said once
     assert "warning:" in result.output and "bars before 2025-01-01" in result.output
+    # the books hold on real bars: a stock trades about 252 days a year, not 365
+    books = summary["books"]
+    assert 240 < books["significance"]["daily_periods_per_year"] < 260
+    assert books["overall"]["buy_and_hold"]["trades"] == 1
+    printed = " ".join(result.output.split())  # the console wraps long lines
+    assert books["significance"]["sentence"] in printed
+    assert "equal weights" in books["significance"]["sentence"]
+    assert "did the learning help?" in printed
 
 
 @pytest.mark.parametrize(
@@ -122,3 +130,38 @@ def test_help_everywhere():
                  ["data", "validate", "--help"], ["data", "info", "--help"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_dry_run_counts_candidates_per_chunk_and_writes_nothing(workdir):
+    result = runner.invoke(app, ["run", "--start", "2025-01-01", "--end", "2025-03-01",
+                                 "--chunk", "month", "--timeframe", "1h", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "2025-01" in result.output and "candidates in 2 chunks" in result.output
+    assert not (workdir / "runs").exists()
+
+
+def test_frozen_run_decides_with_the_memory_and_says_so(workdir):
+    learn = ["run", "--start", "2025-01-01", "--end", "2025-03-01", "--chunk", "month",
+             "--timeframe", "1h"]
+    assert runner.invoke(app, learn).exit_code == 0
+    frozen = runner.invoke(app, [*learn[:2], "2025-03-01", "--end", "2025-04-01",
+                                 *learn[5:], "--memory-mode", "frozen"])
+    assert frozen.exit_code == 0, frozen.output
+    assert "frozen memory" in " ".join(frozen.output.split())
+    again = runner.invoke(app, [*learn, "--memory-mode", "frozen"])
+    assert again.exit_code == 1 and "pass --in-sample" in again.output
+    inside = runner.invoke(app, [*learn, "--memory-mode", "frozen", "--in-sample"])
+    assert inside.exit_code == 0 and "IN-SAMPLE" in " ".join(inside.output.split()), \
+        inside.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--no-memory", "--memory-mode", "frozen"], "contradict each other"),
+    (["--memory-mode", "sometimes"], "memory.mode must be one of learn, frozen, off"),
+    (["--in-sample"], "--in-sample goes with --memory-mode frozen"),
+    (["--memory-mode", "frozen", "--fresh"], "drop --fresh"),
+])
+def test_memory_mode_flags_are_checked_in_one_line(workdir, args, message):
+    result = runner.invoke(app, ["run", "--year", "2025", *args])
+    assert result.exit_code == 1
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
