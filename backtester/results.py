@@ -184,7 +184,7 @@ def run_summary(result: RunResult) -> dict[str, Any]:
                  for name, row in result.providers.items()}
     return json_ready({
         "run_id": result.run_id,
-        "config_hash": result.config.hash(),
+        "config_hash": result.config.decision_hash(),
         "period": {"start": start.isoformat(), "end": end.isoformat()},
         "symbols": list(result.symbols),
         "learning": result.memory_mode == "learn",

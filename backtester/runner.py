@@ -9,6 +9,7 @@ scores: here), simulate (engine/), the counterfactual books (books.py), learn an
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import warnings
 from collections.abc import Callable
@@ -58,6 +59,7 @@ __all__ = ["ChunkResult", "RunResult", "load_market", "period_bounds", "run_back
            "warmup_bars"]
 
 ProgressCallback = Callable[[Chunk, str], None]
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def period_bounds(config: Config) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -186,12 +188,13 @@ class WalkForward:
 
     # -- start or resume
 
-    def begin(self, *, resume: bool, in_sample: bool = False) -> _Run:
+    def begin(self, *, resume: bool, in_sample: bool = False, run_id: str | None = None) -> _Run:
         """A fresh run, or the unfinished one recorded in the memory (``resume``).
 
         ``resume`` with nothing to resume starts the run when the memory has not learned
         its period yet (a run stopped in its first chunk). ``in_sample`` lets a frozen run
-        decide over a period the memory learned from.
+        decide over a period the memory learned from. ``run_id`` names the run (default:
+        the UTC time it started and the config hash).
         """
         start, end = self._period()
         active = self.memory.store.run_state() if self.writes else None
@@ -226,8 +229,12 @@ class WalkForward:
                 f"in-sample; pass --in-sample to run it anyway, or evaluate a later period")
         stats = self.memory.stats() if self.memory else empty_stats()
         parameters = self.memory.store.parameters() if self.memory else {}
-        run_id = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S") + "_" + \
-            self.config.hash()[:8]
+        if run_id is None:
+            run_id = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S") + "_" + \
+                self.config.decision_hash()[:8]
+        elif not RUN_ID.fullmatch(run_id):
+            raise ConfigError(f"--run-id must be letters, digits, '_', '.' or '-' (it names "
+                              f"a folder under run.out_dir), was {run_id!r}")
         return _Run(run_id, EngineState.initial(self.bars.n_assets,
                                                 self.config.run.initial_cash),
                     stats, parameters, {}, self._books(), in_sample=overlap)
@@ -518,6 +525,7 @@ def run_backtest(
     write: bool = True,
     resume: bool = False,
     in_sample: bool = False,
+    run_id: str | None = None,
     providers: tuple[Provider, ...] = (),
 ) -> RunResult:
     """Run the configured period chunk by chunk; write results unless ``write`` is False.
@@ -528,14 +536,15 @@ def run_backtest(
     unfinished run the memory records. "frozen" decides with the memory and writes
     nothing to it (``in_sample`` allows a period it learned from). Before the first chunk
     every LLM endpoint is checked (a failure raises ProviderError, nothing written) and
-    ``notice`` gets a line with the calls the run will make. ``bars``/``first`` bypass
+    ``notice`` gets a line with the calls the run will make. ``run_id`` names the run
+    folder (default: start time and config hash). ``bars``/``first`` bypass
     loading (tests and benchmarks); ``providers`` vote beside the configured ones.
     """
     with _memory(config) as memory:  # first: the lock refuses early; the text model loads
         if bars is None or first is None:
             bars, first = load_market(config)
         loop = WalkForward(config, bars, first, memory, progress, providers)
-        run = loop.begin(resume=resume, in_sample=in_sample)
+        run = loop.begin(resume=resume, in_sample=in_sample, run_id=run_id)
         latency = loop.preflight()
         if notice is not None and latency:
             notice(plan_line(loop.plan(loop.chunks[len(run.done):]), latency,

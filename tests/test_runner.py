@@ -93,7 +93,7 @@ def test_results_are_written_and_agree_with_each_other(market, tmp_path):
     assert summary["overall"]["trades"] == len(trades)
     assert summary["overall"]["final_equity"] == pytest.approx(equity["equity"].iloc[-1])
     assert [c["label"] for c in summary["chunks"]] == [c.chunk.label for c in result.chunks]
-    assert summary["config_hash"] == result.config.hash()
+    assert summary["config_hash"] == result.config.decision_hash()
     books = pd.read_parquet(out / "books.parquet")
     np.testing.assert_array_equal(books["learned"], equity["equity"])
     assert list(books.columns) == ["time", *summary["books"]["names"]]

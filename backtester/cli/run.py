@@ -50,6 +50,9 @@ def run(
     in_sample: Annotated[bool, typer.Option(
         "--in-sample", help="Let a frozen run decide over a period the memory learned from "
         "(the summary then says the evaluation is in-sample).")] = False,
+    run_id: Annotated[str | None, typer.Option(
+        "--run-id", help="Name of the run folder under --out (default: the start time and "
+        "the config hash).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Say how many candidates and LLM calls the run would make (and "
         "how many are cached, and how long it would take), then stop.")] = False,
@@ -110,7 +113,7 @@ def run(
                 console.print(line, highlight=False, markup=False)
 
             result = run_backtest(cfg, progress=on_progress, notice=on_notice, resume=resume,
-                                  in_sample=in_sample)
+                                  in_sample=in_sample, run_id=run_id)
     except BtError as e:
         fail(e)
     _render_run(result)
