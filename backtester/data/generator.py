@@ -2,11 +2,14 @@
 
 Each symbol follows one continuous path from ``GENERATOR_EPOCH``, built in two layers:
 
-- an hourly skeleton, computed in order from the epoch: a Markov chain of regimes
-  (trending up, trending down, ranging, volatile) with persistent spells, an AR(1)
-  log-volatility (volatility clustering), a shared market shock (assets co-move),
-  mean reversion inside ranging spells and a mild pull of the log price toward the
-  symbol's long-run level (half-life of a year, so prices stay plausible for decades);
+- an hourly skeleton, computed in order from the epoch: a chain of regimes (trending
+  up, trending down, ranging, volatile) with persistent spells, each rewarding a
+  different kind of trading (trends: fading drift, momentum pays; ranging: a pull back
+  to the spell's starting level, mean reversion pays; volatile: a burst of drift that
+  follows through, breakouts pay; see ``MarketModel``), an AR(1) log-volatility and the
+  regimes' volatilities (volatility clustering), a shared market shock (assets co-move)
+  and a mild pull of the log price toward the symbol's long-run level (half-life of a
+  year, so prices stay plausible for decades);
 - minute bars inside each hour: a Gaussian bridge from one hourly log price to the
   next with bursty minute volatility, then open, wicks and volume around it.
 
@@ -15,7 +18,8 @@ position, the keys derived with SHA-256 from (seed, symbol) (one for the hours, 
 the minutes) and from the seed alone (the market shock). Any minute is computed without
 its predecessors' noise, so a window [start, end) is the same numbers however it was
 requested, and a symbol's bars do not depend on which other symbols are generated.
-Bump ``GENERATOR_VERSION`` whenever the output changes.
+Bump ``GENERATOR_VERSION`` whenever the output changes (version 3: regimes that give the
+rule strategies regime-dependent skill; benchmarks/bench_skill.py measures it).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from backtester.data.bars import Bars
 from backtester.data.resample import to_utc
 from backtester.errors import ConfigError, DataError
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 GENERATOR_EPOCH = pd.Timestamp("2020-01-01", tz="UTC")
 DEFAULT_SYMBOLS = ("BTCUSD", "ETHUSD", "SOLUSD")
 REGIME_NAMES = ("trend_up", "trend_down", "ranging", "volatile")
@@ -52,30 +56,49 @@ class MarketModel:
     """Parameters shared by every symbol of the embedded market (part of the cache key).
 
     Drifts are per hour in units of the symbol's hourly volatility; regime volatilities
-    multiply it. ``regime_next[i]`` gives the chances that a spell of regime i is followed
-    by a trend, a ranging or a volatile spell; a new trend points up with probability
-    1 / (1 + exp(trend_reversion * d)), d being the log price's distance above the
-    symbol's long-run level, so trends lean back toward it.
+    multiply it. Each regime gives one rule strategy its edge, as in real markets:
+
+    - trends (momentum): a drift of ``regime_drift`` on average, strongest when the spell
+      begins and fading to (1 - ``trend_fade``) of it by its end, over a spell of
+      ``regime_mean_hours`` x (1 +- ``trend_spread``) hours (uniform, not memoryless: a
+      trend that has run a while is nearer its end); quiet volatility, so the
+      efficiency ratio of backtester.regime sees it;
+    - ranging spells (mean reversion): the log price is pulled toward the level where
+      the spell began by ``range_pull_per_hour`` of the distance each hour;
+    - volatile spells (breakout): high volatility and a burst of drift in a random
+      direction, ``regime_drift`` at first and decaying with an e-folding time of
+      ``volatile_drift_hours``; a trend that follows keeps the burst's direction with
+      probability ``follow_through``.
+
+    ``regime_next[i]`` gives the chances that a spell of regime i is followed by a trend,
+    a ranging or a volatile spell; a new trend (and a new burst) points up with
+    probability 1 / (1 + exp(trend_reversion * d)), d being the log price's distance above
+    the symbol's long-run level, so they lean back toward it. The regime volatilities are
+    scaled so the realised daily volatility is about the symbol's ``daily_volatility``.
     """
 
-    regime_drift: tuple[float, ...] = (0.10, -0.12, 0.0, 0.0)
-    regime_volatility: tuple[float, ...] = (0.9, 1.15, 0.65, 2.0)
-    regime_mean_hours: tuple[float, ...] = (96.0, 72.0, 120.0, 30.0)
+    regime_drift: tuple[float, ...] = (0.24, -0.24, 0.0, 0.8)
+    regime_volatility: tuple[float, ...] = (0.4, 0.44, 0.87, 1.9)
+    regime_mean_hours: tuple[float, ...] = (20.0, 20.0, 60.0, 12.0)
     regime_next: tuple[tuple[float, ...], ...] = (
-        (0.15, 0.55, 0.30),
-        (0.15, 0.50, 0.35),
-        (0.76, 0.0, 0.24),
-        (0.55, 0.45, 0.0),
+        (0.10, 0.70, 0.20),
+        (0.10, 0.70, 0.20),
+        (0.55, 0.0, 0.45),
+        (0.75, 0.25, 0.0),
     )
-    trend_reversion: float = 4.0
-    range_pull_per_hour: float = 0.03
+    trend_reversion: float = 2.0
+    trend_spread: float = 0.5
+    trend_fade: float = 0.9
+    range_pull_per_hour: float = 0.1
+    volatile_drift_hours: float = 8.0
+    follow_through: float = 0.85
     level_half_life_years: float = 1.0
     volatility_persistence: float = 0.985
-    volatility_of_volatility: float = 0.08
+    volatility_of_volatility: float = 0.03
     market_loading: float = 0.6
     intraday_amplitude: float = 0.2
     burst_persistence: float = 0.85
-    burst_scale: float = 0.35
+    burst_scale: float = 0.6
     open_noise: float = 0.05
     wick_scale: float = 0.8
     volume_noise: float = 0.5
@@ -182,6 +205,18 @@ def _normal_nb(key, index, stream):
     )
 
 
+@njit(cache=True)
+def _up_probability_nb(x, log_level, trend_reversion):
+    """Chance that a new trend or burst points up: 1 / (1 + exp(k * (x - level)))."""
+    return 1.0 / (1.0 + math.exp(trend_reversion * (x - log_level)))
+
+
+@njit(cache=True)
+def _trend_hours_nb(u, leave, spread):
+    """Hours of a trend spell from a uniform u: (1 + spread * (2u - 1)) / leave, at least 1."""
+    return max(1, int(round((1.0 + spread * (2.0 * u - 1.0)) / leave)))
+
+
 @njit(cache=True, nogil=True)
 def _skeleton_nb(
     symbol_key,
@@ -194,14 +229,27 @@ def _skeleton_nb(
     regime_leave,
     regime_next_cumulative,
     trend_reversion,
+    trend_spread,
+    trend_fade,
     range_pull,
+    volatile_drift_decay,
+    follow_through,
     level_pull,
     volatility_persistence,
     volatility_of_volatility,
     market_loading,
     intraday_amplitude,
 ):
-    """Hourly log prices (n_hours + 1), hourly volatility and regime codes from the epoch."""
+    """Hourly log prices (n_hours + 1), hourly volatility and regime codes from the epoch.
+
+    Drift of hour t of a spell (log price x): in a trend of L hours
+    regime_drift * sigma_hour * (1 + trend_fade * (1 - 2 (t + 1/2) / L)); in a ranging
+    spell -range_pull * (x - anchor), anchor being x where the spell began; in a volatile
+    spell direction * regime_drift * sigma_hour * volatile_drift_decay ** t; always plus
+    -level_pull * (x - log_level). Draws of hour t: 0 volatility shock, 1 price shock,
+    2 leaving the spell (ranging and volatile), 3 the next regime, 4 its direction,
+    6 a trend's length; 7 at hours 0..2 the initial state, direction and length.
+    """
     log_price = np.empty(n_hours + 1)
     sigma = np.empty(n_hours)
     regime = np.empty(n_hours, dtype=np.int8)
@@ -211,6 +259,10 @@ def _skeleton_nb(
     state = min(int(_uniform_nb(symbol_key, 0, 7) * n_regimes), n_regimes - 1)
     x = log_level
     anchor = log_level
+    direction = 1.0 if _uniform_nb(symbol_key, 1, 7) < 0.5 else -1.0
+    burst = 1.0
+    age = 0
+    length = _trend_hours_nb(_uniform_nb(symbol_key, 2, 7), regime_leave[state], trend_spread)
     log_vol = 0.0
     for t in range(n_hours):
         vol_shock = _normal_nb(symbol_key, t, 0)
@@ -220,24 +272,48 @@ def _skeleton_nb(
         hour_of_day = t % 24
         season = 1.0 + intraday_amplitude * math.cos(_TWO_PI * (hour_of_day - 15) / 24.0)
         s = sigma_hour * regime_volatility[state] * math.exp(log_vol - log_vol_var) * season
-        drift = regime_drift[state] * sigma_hour - level_pull * (x - log_level)
+        drift = -level_pull * (x - log_level)
         if state == _RANGING:
             drift -= range_pull * (x - anchor)
+        elif state == _VOLATILE:
+            drift += direction * burst * regime_drift[state] * sigma_hour
+            burst *= volatile_drift_decay
+        else:
+            fade = trend_fade * (1.0 - 2.0 * (age + 0.5) / length)
+            drift += regime_drift[state] * (1.0 + fade) * sigma_hour
         shock = market_loading * market_shock + idiosyncratic * price_shock
         log_price[t] = x
         sigma[t] = s
         regime[t] = state
         x = x + drift + s * shock
-        if _uniform_nb(symbol_key, t, 2) < regime_leave[state]:
-            u = _uniform_nb(symbol_key, t, 3)
-            if u < regime_next_cumulative[state, 0]:
-                up = 1.0 / (1.0 + math.exp(trend_reversion * (x - log_level)))
-                state = _TREND_UP if _uniform_nb(symbol_key, t, 4) < up else _TREND_DOWN
-            elif u < regime_next_cumulative[state, 1]:
-                state = _RANGING
-                anchor = x
-            else:
-                state = _VOLATILE
+        age += 1
+        if state == _TREND_UP or state == _TREND_DOWN:
+            leave = age >= length
+        else:
+            leave = _uniform_nb(symbol_key, t, 2) < regime_leave[state]
+        if not leave:
+            continue
+        age = 0
+        u = _uniform_nb(symbol_key, t, 3)
+        v = _uniform_nb(symbol_key, t, 4)
+        up = v < _up_probability_nb(x, log_level, trend_reversion)
+        if u < regime_next_cumulative[state, 0]:
+            if state == _VOLATILE:  # the burst's direction, or (v rescaled) a fresh one
+                if v < follow_through:
+                    up = direction > 0.0
+                else:
+                    w = (v - follow_through) / (1.0 - follow_through)
+                    up = w < _up_probability_nb(x, log_level, trend_reversion)
+            state = _TREND_UP if up else _TREND_DOWN
+            length = _trend_hours_nb(_uniform_nb(symbol_key, t, 6), regime_leave[state],
+                                     trend_spread)
+        elif u < regime_next_cumulative[state, 1]:
+            state = _RANGING
+            anchor = x
+        else:
+            state = _VOLATILE
+            direction = 1.0 if up else -1.0
+            burst = 1.0
     log_price[n_hours] = x
     return log_price, sigma, regime
 
@@ -377,7 +453,11 @@ def _hourly_path(symbol: str, seed: int, n_hours: int) -> tuple[np.ndarray, np.n
         1.0 / np.array(model.regime_mean_hours, dtype=np.float64),
         np.cumsum(next_matrix, axis=1),
         model.trend_reversion,
+        model.trend_spread,
+        model.trend_fade,
         model.range_pull_per_hour,
+        math.exp(-1.0 / model.volatile_drift_hours),
+        model.follow_through,
         math.log(2.0) / (model.level_half_life_years * _HOURS_PER_YEAR),
         model.volatility_persistence,
         model.volatility_of_volatility,
@@ -419,6 +499,39 @@ def _generate_symbol(
     regime = _fill_symbol(symbol, seed, first_minute, stop_minute, out, 0)
     minutes = np.arange(first_minute, stop_minute)
     return (*(a[:, 0] for a in out), regime[minutes // 60])
+
+
+def hidden_regimes(times: np.ndarray, symbols: Sequence[str], seed: int = 7) -> np.ndarray:
+    """Return the generator's own regime code (see REGIME_NAMES) at each time and symbol.
+
+    Parameters
+    ----------
+    times : numpy.ndarray
+        int64 ns UTC bar start times, at or after ``GENERATOR_EPOCH``.
+    symbols : sequence of str
+        Symbols of the columns.
+    seed : int
+        Seed of the market.
+
+    Returns
+    -------
+    numpy.ndarray
+        int8 of shape (len(times), len(symbols)): the regime of the hour holding each time.
+        The regimes are hidden from the bars; this is for diagnostics and tests only.
+    """
+    names = check_symbols(symbols)
+    seed = check_seed(seed)
+    hours = (np.asarray(times, dtype=np.int64) - _EPOCH_NS) // (60 * MINUTE_NS)
+    if hours.size and hours.min() < 0:
+        raise DataError(
+            f"times start at {pd.Timestamp(int(np.min(times)), tz='UTC')}, before the embedded "
+            f"market, which starts at {GENERATOR_EPOCH.date()}; pass times from then on"
+        )
+    n_hours = int(hours.max()) + 1 if hours.size else 0
+    out = np.empty((hours.shape[0], len(names)), dtype=np.int8)
+    for column, symbol in enumerate(names):
+        out[:, column] = _hourly_path(symbol, seed, n_hours)[2][hours]
+    return out
 
 
 def minute_range(start: pd.Timestamp, end: pd.Timestamp) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""The embedded market generator: determinism, window consistency, realism."""
+"""The embedded market generator: determinism, window consistency, realism, and regimes
+that give trend following, mean reversion and breakouts each their own edge."""
 
 from __future__ import annotations
 
@@ -12,8 +13,17 @@ import pytest
 
 from backtester.data import FIELDS, GENERATOR_EPOCH, REGIME_NAMES, generate_market
 from backtester.data import generator
-from backtester.data.generator import _generate_symbol, symbol_profile
+from backtester.data.generator import _generate_symbol, hidden_regimes, symbol_profile
+from backtester.data.resample import resample
 from backtester.errors import ConfigError, DataError
+from backtester.regime import (
+    RANGING,
+    TRENDING,
+    VOLATILE,
+    RegimeConfig,
+    compute_regimes,
+    regime_warmup,
+)
 
 UTC = "UTC"
 YEAR_2025 = (pd.Timestamp("2025-01-01", tz=UTC), pd.Timestamp("2026-01-01", tz=UTC))
@@ -30,9 +40,26 @@ def _assert_same_bars(a, b) -> None:
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
 
 
+TREND_UP, TREND_DOWN, RANGING_SPELL, VOLATILE_SPELL = range(len(REGIME_NAMES))
+HOURS_2021 = 8784  # 2020 is a leap year
+
+
 @pytest.fixture(scope="module")
 def year_2025():
     return generate_market(*YEAR_2025)
+
+
+@pytest.fixture(scope="module")
+def btc_2025_15min():
+    """BTCUSD 2025: 15-minute log returns and the hidden regime of each return's bar."""
+    *_, close, _, regime = _generate_symbol("BTCUSD", _minute("2025-01-01"), _minute("2026-01-01"))
+    log_close = np.log(close[14::15])  # the close of each 15-minute bar
+    return np.diff(log_close), regime[15::15]
+
+
+def _spell_starts(regime: np.ndarray) -> np.ndarray:
+    """Index of the first hour of every spell."""
+    return np.flatnonzero(np.r_[True, regime[1:] != regime[:-1]])
 
 
 def test_same_seed_gives_identical_bars():
@@ -218,3 +245,125 @@ def test_pure_python_kernels_match_the_compiled_ones(monkeypatch):
     # Assert
     for a, b in zip(compiled, interpreted):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- regimes
+# Generator version 3: each hidden regime rewards one kind of rule (benchmarks/bench_skill.py
+# measures what that gives the strategies). Statistics on fixed seeds, with wide margins.
+
+
+def test_returns_are_positively_autocorrelated_inside_trend_spells(btc_2025_15min):
+    # Arrange: pairs of consecutive 15-minute returns inside one trend spell
+    returns, regime = btc_2025_15min
+    pair = (regime[:-1] == regime[1:]) & np.isin(regime[:-1], (TREND_UP, TREND_DOWN))
+    # Act
+    autocorrelation = np.corrcoef(returns[:-1][pair], returns[1:][pair])[0, 1]
+    # Assert: about +0.09; a random walk gives 0 +- 0.01 on this many pairs
+    assert pair.sum() > 5_000
+    assert autocorrelation > 0.04
+
+
+def test_a_trend_spells_first_six_hours_point_the_way_of_its_next_six():
+    # Arrange: the hourly path of 2021-2025, every trend spell of at least 12 hours
+    agree = []
+    for symbol in generator.DEFAULT_SYMBOLS:
+        log_price, _, regime = generator._hourly_path(symbol, 7, HOURS_2021 + 5 * 8766)
+        starts = _spell_starts(regime)
+        starts = starts[np.isin(regime[starts], (TREND_UP, TREND_DOWN))]
+        starts = starts[(starts >= HOURS_2021) & (starts + 12 < regime.shape[0])]
+        starts = starts[regime[starts + 11] == regime[starts]]
+        # Act
+        first = log_price[starts + 6] - log_price[starts]
+        then = log_price[starts + 12] - log_price[starts + 6]
+        agree.append(np.sign(first) == np.sign(then))
+    # Assert: momentum pays inside trends (about 85% agree; a coin gives 50%)
+    agree = np.concatenate(agree)
+    assert agree.size > 500
+    assert agree.mean() > 0.7
+
+
+def test_ranging_spells_pull_back_to_their_starting_level_within_hours():
+    # Arrange: hourly log prices; the anchor of a ranging spell is where it began
+    log_price, _, regime = generator._hourly_path("ETHUSD", 7, HOURS_2021 + 2 * 8766)
+    starts = _spell_starts(regime)
+    spell = np.cumsum(np.isin(np.arange(regime.shape[0]), starts)) - 1
+    anchor = log_price[starts][spell]
+    ranging = regime == RANGING_SPELL
+    ranging[:HOURS_2021] = False
+    deviation = (log_price[:-1] - anchor)[ranging]
+    step = np.diff(log_price)[ranging]
+    # Act: step = -pull * deviation + noise
+    pull = -np.polyfit(deviation, step, 1)[0]
+    half_life = np.log(2.0) / pull
+    # Assert: MarketModel.range_pull_per_hour = 0.1, a half-life of about 7 hours
+    assert 4.0 < half_life < 12.0
+
+
+def test_volatile_spells_are_twice_as_volatile_as_ranging_ones(btc_2025_15min):
+    returns, regime = btc_2025_15min
+    ratio = returns[regime == VOLATILE_SPELL].std() / returns[regime == RANGING_SPELL].std()
+    assert ratio > 1.7  # about 2 (regime volatilities 1.9 / 0.87, plus the burst)
+
+
+def test_a_volatile_spells_first_move_follows_through():
+    # Arrange: every volatile spell of 2021-2025, its first two hours and the ten after
+    follow = []
+    for symbol in generator.DEFAULT_SYMBOLS:
+        log_price, sigma, regime = generator._hourly_path(symbol, 7, HOURS_2021 + 5 * 8766)
+        starts = _spell_starts(regime)
+        starts = starts[(regime[starts] == VOLATILE_SPELL) & (starts >= HOURS_2021)]
+        starts = starts[starts + 12 < regime.shape[0]]
+        # Act: the later move in the direction of the first one, in hourly volatilities
+        first = np.sign(log_price[starts + 2] - log_price[starts])
+        follow.append(first * (log_price[starts + 12] - log_price[starts + 2]) / sigma[starts])
+    follow = np.concatenate(follow)
+    t_statistic = follow.mean() / follow.std() * np.sqrt(follow.size)
+    # Assert: about 62% follow through, t about 7
+    assert follow.size > 500
+    assert np.mean(follow > 0) > 0.56
+    assert t_statistic > 4.0
+
+
+def test_regime_labels_of_the_bars_find_the_hidden_regimes(year_2025):
+    # Arrange: the default run's view, 15-minute bars and backtester.regime's labels
+    bars = resample(year_2025, "15min")
+    warmup = regime_warmup(RegimeConfig())
+    labels = compute_regimes(bars)[warmup:]
+    hidden = hidden_regimes(bars.times, bars.symbols)[warmup:]
+
+    def share(hidden_codes: tuple[int, ...], label: int) -> float:
+        return float(np.mean(labels[np.isin(hidden, hidden_codes)] == label))
+
+    # Act / Assert: about 85% of ranging bars RANGING, 74% of volatile ones VOLATILE, 40%
+    # of trend bars TRENDING (a trend is labelled once it has run for some hours)
+    assert share((RANGING_SPELL,), RANGING) > 0.75
+    assert share((VOLATILE_SPELL,), VOLATILE) > 0.6
+    assert share((TREND_UP, TREND_DOWN), TRENDING) > 0.3
+    assert share((TREND_UP, TREND_DOWN), TRENDING) > 5 * share((RANGING_SPELL,), TRENDING)
+
+
+@pytest.mark.parametrize("symbol", generator.DEFAULT_SYMBOLS)
+def test_realised_daily_volatility_is_near_the_symbols_profile(symbol):
+    log_price, _, _ = generator._hourly_path(symbol, 7, HOURS_2021 + 5 * 8766)
+    daily = np.diff(log_price[HOURS_2021::24])
+    ratio = daily.std() / symbol_profile(symbol).daily_volatility
+    assert 0.8 < ratio < 1.3
+
+
+def test_hidden_regimes_are_the_generators_regime_of_each_bar():
+    # Arrange
+    first, stop = _minute("2025-03-01"), _minute("2025-03-08")
+    *_, regime = _generate_symbol("SOLUSD", first, stop)
+    times = generator.minute_times(first, stop)
+    # Act
+    hidden = hidden_regimes(times, ["BTCUSD", "SOLUSD"])
+    # Assert
+    assert hidden.shape == (stop - first, 2) and hidden.dtype == np.int8
+    np.testing.assert_array_equal(hidden[:, 1], regime)
+    assert len(np.unique(hidden[:, 0])) > 1
+
+
+def test_hidden_regimes_before_the_epoch_raise_data_error():
+    times = np.array([pd.Timestamp("2019-12-31", tz=UTC).value])
+    with pytest.raises(DataError, match="before the embedded market"):
+        hidden_regimes(times, ["BTCUSD"])
