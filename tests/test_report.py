@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +10,15 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
+from report.report_kit import (
+    CONFIG_TEXT,
+    INITIAL_CASH,
+    ODD_SYMBOL,
+    Node,
+    assert_shows,
+    make_run,
+    parse,
+)
 
 from backtester.errors import DataError
 from backtester.metrics import METRIC_NAMES
@@ -24,183 +30,6 @@ from backtester.report import (
     render_report,
     write_report,
 )
-
-ODD_SYMBOL = "<b>X&Y</b>"
-CONFIG_TEXT = ('[run]\ninitial_cash = 50000.0\nchunk = "month"\n\n[data]\n'
-               'symbols = ["AAA", "<b>X&Y</b>", "ZZZ"]\nnote = "<script>alert(1)</script> & co"\n')
-INITIAL_CASH = 50_000.0
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-        "track", "wbr"}
-
-
-# ---------------------------------------------------------------- a tiny DOM for the checks
-
-
-@dataclass
-class Node:
-    tag: str
-    attrs: dict[str, str | None]
-    children: list[Any] = field(default_factory=list)
-
-    def text(self) -> str:
-        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
-
-    def find_all(self, tag: str | None = None, **attrs: str | bool) -> list[Node]:
-        found = []
-        for child in self.children:
-            if isinstance(child, str):
-                continue
-            if (tag is None or child.tag == tag) and all(
-                    (name in child.attrs) if value is True else child.attrs.get(name) == value
-                    for name, value in ((k.replace("_", "-"), v) for k, v in attrs.items())):
-                found.append(child)
-            found += child.find_all(tag, **attrs)
-        return found
-
-    def one(self, tag: str | None = None, **attrs: str | bool) -> Node:
-        found = self.find_all(tag, **attrs)
-        assert len(found) == 1, f"expected one <{tag} {attrs}>, found {len(found)}"
-        return found[0]
-
-
-class TreeBuilder(HTMLParser):
-    """Builds the element tree and records every tag that does not close where it should."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Node("#document", {})
-        self.stack = [self.root]
-        self.errors: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        node = Node(tag, dict(attrs))
-        self.stack[-1].children.append(node)
-        if tag not in VOID:
-            self.stack.append(node)
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.stack[-1].children.append(Node(tag, dict(attrs)))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in VOID:
-            return
-        if len(self.stack) == 1 or self.stack[-1].tag != tag:
-            self.errors.append(f"</{tag}> closes <{self.stack[-1].tag}> at {self.getpos()}")
-            return
-        self.stack.pop()
-
-    def handle_data(self, data: str) -> None:
-        self.stack[-1].children.append(data)
-
-
-def parse(document: str) -> tuple[Node, list[str]]:
-    builder = TreeBuilder()
-    builder.feed(document)
-    builder.close()
-    unclosed = [f"<{n.tag}> never closed" for n in builder.stack[1:]]
-    return builder.root, builder.errors + unclosed
-
-
-def assert_shows(text: str, expected: float | None, what: str = "") -> None:
-    """The displayed text is "-" for a missing value, else the value to its shown precision."""
-    text = text.strip()
-    if expected is None or not math.isfinite(expected):
-        assert text == "-", f"{what}: shows {text!r}, expected '-'"
-        return
-    percent = text.endswith("%")
-    body = text.rstrip("%").replace(",", "").replace("+", "")
-    decimals = len(body.split(".")[1]) if "." in body else 0
-    value, tolerance = float(body), 0.5 * 10.0 ** -decimals
-    if percent:
-        value, tolerance = value / 100, tolerance / 100
-    assert abs(value - expected) <= tolerance * (1 + 1e-9), \
-        f"{what}: shows {text!r}, expected {expected!r}"
-
-
-# ---------------------------------------------------------------- hand-made run folders
-
-
-def _metrics(rng: np.random.Generator) -> dict[str, float | None]:
-    values = {name: float(rng.normal(0, 2)) for name in METRIC_NAMES}
-    values.update(trades=float(rng.integers(0, 3000)), max_drawdown=-abs(values["max_drawdown"]),
-                  max_drawdown_bars=float(rng.integers(0, 5000)),
-                  final_equity=float(rng.uniform(1e3, 3e6)), win_rate=float(rng.uniform()))
-    return values
-
-
-def _trades(rng: np.random.Generator, count: int, symbols: list[str]) -> pd.DataFrame:
-    entry = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(
-        np.sort(rng.integers(0, 90 * 96, count)) * 15, unit="min")
-    entry_price = rng.uniform(0.5, 50_000, count)
-    size = rng.uniform(0.01, 100, count)
-    pnl = rng.normal(0, 150, count)
-    return pd.DataFrame({
-        "symbol": pd.Series(rng.choice(symbols, count), dtype=object),
-        "entry_time": entry,
-        "exit_time": entry + pd.Timedelta(hours=3),
-        "direction": rng.choice(np.array([-1, 1], dtype=np.int8), count),
-        "entry_bar": np.arange(count, dtype=np.int64),
-        "exit_bar": np.arange(count, dtype=np.int64) + 12,
-        "entry_price": entry_price,
-        "exit_price": entry_price * rng.uniform(0.97, 1.03, count),
-        "size": size,
-        "pnl": pnl,
-        "return_pct": pnl / (entry_price * size),
-        "fees": rng.uniform(0.5, 20, count),
-        "exit_reason": rng.choice(["stop_loss", "take_profit", "signal"], count),
-        "decision_id": rng.integers(-2**62, 2**62, count),
-    })
-
-
-def make_run(folder: Path, *, trades: int = 40, bars: int = 3 * 96 * 30, extras: bool = False,
-             regime_column: bool = False, seed: int = 5) -> dict[str, Any]:
-    """Write a run folder by hand; return its metrics.json content."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    times = pd.date_range("2025-01-01", periods=bars, freq="15min", tz="UTC")
-    equity = INITIAL_CASH * np.exp(np.cumsum(rng.normal(0, 0.002, bars)))
-    pd.DataFrame({"time": times, "equity": equity,
-                  "open_positions": rng.integers(0, 3, bars)}).to_parquet(folder / "equity.parquet")
-    table = _trades(rng, trades, ["AAA", ODD_SYMBOL])
-    if regime_column:
-        table["regime"] = rng.choice(["RANGING", "TRENDING", "VOLATILE"], trades)
-    table.to_parquet(folder / "trades.parquet", index=False)
-    (folder / "config.toml").write_text(CONFIG_TEXT, encoding="utf-8")
-    bounds = np.linspace(0, bars, 4).astype(int)
-    chunks = [{"label": f"2025-0{k + 1}", "start": times[a].isoformat(),
-               "end": times[b - 1].isoformat(), "bars": int(b - a),
-               "candidates": int(rng.integers(0, 5000)), "decisions": int(rng.integers(0, 900)),
-               "metrics": _metrics(rng)} for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
-    chunks[1]["metrics"]["sharpe"] = None  # NaN is written as null
-    summary: dict[str, Any] = {
-        "run_id": "20250101_000000_abcdef12", "config_hash": "ab" * 32,
-        "period": {"start": "2025-01-01T00:00:00+00:00", "end": "2025-04-01T00:00:00+00:00"},
-        "symbols": ["AAA", ODD_SYMBOL, "ZZZ"], "chunks": chunks,
-        "overall": {**_metrics(rng), "profit_factor": None},
-    }
-    if extras:
-        providers = ["momentum", "mean_reversion", "llm:<gpt>"]
-        for chunk in chunks:
-            weights = rng.dirichlet(np.ones(3))
-            chunk["weights"] = dict(zip(providers, weights.tolist()))
-            chunk["regime_weights"] = {r: dict(zip(providers, rng.dirichlet(np.ones(3)).tolist()))
-                                       for r in ("RANGING", "TRENDING")}
-            chunk["learning"] = {
-                "ensemble": {"votes": 700, "hits": 392, "hit_rate": 0.56, "shadow_pnl": 0.8535},
-                "memory_vote": {"votes": 0, "hits": 0, "hit_rate": None, "shadow_pnl": 0.0},
-                "provider_reports": {"momentum": {}}, "size_multiplier": 0.75}
-        summary["providers"] = {p: {"votes": 1200 + k, "hits": 600 + k, "hit_rate": 0.5 + k / 100,
-                                    "shadow_pnl": -1234.5 * k, "trades": 40 + k, "wins": 20,
-                                    "weight": 0.3 + k / 10} for k, p in enumerate(providers)}
-        summary["regimes"] = {"RANGING": {"bars": 4000, "trades": 25, "pnl": -321.25,
-                                          "win_rate": 0.44},
-                              "TRENDING": {"bars": 4640, "trades": 15, "pnl": 1500.5,
-                                           "win_rate": 0.6}}
-        summary["llm"] = {"calls": 1234, "cache_hits": 1000, "malformed": 3,
-                          "latency": {"p50_seconds": 0.8}}
-    (folder / "metrics.json").write_bytes(orjson.dumps(summary))
-    return summary
-
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory) -> tuple[Path, dict[str, Any], Node]:
@@ -226,29 +55,41 @@ def test_headline_metrics_show_the_overall_values_of_metrics_json(full_run):
     assert summary["config_hash"] in str(header.one("code").attrs["title"])
 
 
+def _chunk_cells(section: Node, **row: str) -> dict[str, str]:
+    """The chunk's cells by data-metric, over both chunk tables (returns and risk, trades)."""
+    rows = section.find_all("tr", **row)
+    assert len(rows) == 2, f"{row}: expected a row in each of the two tables, found {len(rows)}"
+    cells = [c for r in rows for c in r.find_all("td", data_metric=True)]
+    names = [c.attrs["data-metric"] for c in cells]
+    assert len(names) == len(set(names)), f"{row}: a metric shown twice: {names}"
+    return {name: c.text() for name, c in zip(names, cells)}
+
+
 def test_every_chunk_row_shows_its_counts_and_all_metrics(full_run):
     _, summary, root = full_run
-    table = root.one("section", id="chunks")
-    rows = table.find_all("tr", data_chunk=True)
-    assert [r.attrs["data-chunk"] for r in rows] == [c["label"] for c in summary["chunks"]]
-    for row, chunk in zip(rows, summary["chunks"]):
+    section = root.one("section", id="chunks")
+    tables = section.find_all("table")
+    assert len(tables) == 2
+    for table in tables:
+        rows = table.find_all("tr", data_chunk=True)
+        assert [r.attrs["data-chunk"] for r in rows] == [c["label"] for c in summary["chunks"]]
+    for chunk in summary["chunks"]:
+        cells = _chunk_cells(section, data_chunk=chunk["label"])
         for name in ("bars", "candidates", "decisions"):
-            assert_shows(row.one(data_metric=name).text(), chunk[name], name)
+            assert_shows(cells[name], chunk[name], name)
         for name in METRIC_NAMES:
-            assert_shows(row.one(data_metric=name).text(), chunk["metrics"][name],
-                         f"{chunk['label']} {name}")
-    overall = table.one("tr", data_row="overall")
+            assert_shows(cells[name], chunk["metrics"][name], f"{chunk['label']} {name}")
+    overall = _chunk_cells(section, data_row="overall")
     for name in METRIC_NAMES:
-        assert_shows(overall.one(data_metric=name).text(), summary["overall"][name], name)
-    assert_shows(overall.one(data_metric="bars").text(), sum(c["bars"] for c in summary["chunks"]))
+        assert_shows(overall[name], summary["overall"][name], name)
+    assert_shows(overall["bars"], sum(c["bars"] for c in summary["chunks"]))
 
 
 def test_null_metric_is_shown_as_a_dash(full_run):
     _, summary, root = full_run
     label = summary["chunks"][1]["label"]
     assert summary["chunks"][1]["metrics"]["sharpe"] is None
-    row = root.one("section", id="chunks").one("tr", data_chunk=label)
-    assert row.one(data_metric="sharpe").text() == "-"
+    assert _chunk_cells(root.one("section", id="chunks"), data_chunk=label)["sharpe"] == "-"
 
 
 @pytest.mark.parametrize(("value", "name", "shown"), [
@@ -413,7 +254,11 @@ def test_report_references_no_external_resource(full_run):
         for name in ("src", "href", "xlink:href", "action", "poster", "srcset", "data"):
             value = node.attrs.get(name)
             assert value is None or value.startswith("#"), f"<{node.tag} {name}={value!r}>"
-    assert not re.search(r"<(script|link|img|iframe|object|embed)\b", document, re.I)
+    assert not re.search(r"<(link|img|iframe|object|embed|use)\b", document, re.I)
+    assert re.findall(r"<script\b[^>]*>", document, re.I) == ["<script>"]  # inline, no src
+    script = document[document.index("<script>"):document.index("</script>")]
+    for word in ("fetch", "XMLHttpRequest", "import", "WebSocket", "src", "href", "eval"):
+        assert word not in script, word
     assert "url(" not in document and "@import" not in document
     assert "http://" not in document and "https://" not in document
 
@@ -421,7 +266,7 @@ def test_report_references_no_external_resource(full_run):
 def test_text_from_the_files_is_escaped(full_run):
     folder, summary, root = full_run
     document = render_report(folder)
-    assert ODD_SYMBOL not in document and "<script>" not in document
+    assert ODD_SYMBOL not in document and "<script>alert" not in document
     assert "&lt;b&gt;X&amp;Y&lt;/b&gt;" in document
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in document
     # the parsed text gives back the original strings: escaped once, not twice
@@ -528,11 +373,12 @@ def test_report_of_a_real_run_matches_its_files(tmp_path):
     assert not errors
     summary = orjson.loads((result.out_dir / "metrics.json").read_bytes())
     assert set(summary["overall"]) == set(METRIC_NAMES)
+    overall = _chunk_cells(root.one("section", id="chunks"), data_row="overall")
     for name, value in summary["overall"].items():
-        assert_shows(root.one("tr", data_row="overall").one(data_metric=name).text(), value, name)
+        assert_shows(overall[name], value, name)
     for name in ("total_return", "sharpe", "max_drawdown", "trades", "final_equity"):
         assert_shows(root.one("header").one(data_metric=name).text(), summary["overall"][name])
-    rows = root.one("section", id="chunks").find_all("tr", data_chunk=True)
+    rows = root.one("section", id="chunks").find_all("table")[0].find_all("tr", data_chunk=True)
     assert [r.attrs["data-chunk"] for r in rows] == [c["label"] for c in summary["chunks"]]
     assert len(rows) >= 2
     assert len(root.find_all("tr", data_trade=True)) == len(result.trades) > 0
