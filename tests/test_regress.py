@@ -80,3 +80,27 @@ def test_two_runs_give_identical_figures_and_tolerances_apply():
     assert rows[("overall", "sharpe")].passed
     assert not rows[("overall", "trades")].passed
     assert rows[("overall", "trades")].delta == -1
+
+
+def test_update_replaces_a_baseline_of_an_older_version(tmp_path):
+    baseline = tmp_path / "base.json"
+    baseline.write_bytes(orjson.dumps({"version": 1, "overall": {"trades": 1.0}}))
+    config = _variant(tmp_path, baseline)
+    refused = runner.invoke(app, ["regress", "--config", str(config)])
+    assert refused.exit_code == 2 and "baseline version 1" in refused.output
+    updated = runner.invoke(app, ["regress", "--config", str(config), "--update"])
+    assert updated.exit_code == 0 and "replacing it" in updated.output, updated.output
+    assert runner.invoke(app, ["regress", "--config", str(config)]).exit_code == 0
+
+
+def test_the_books_are_compared_per_chunk_and_overall():
+    now = measure(load_config(CI))
+    assert set(now["books"]) == {"overall", *now["chunks"]}
+    overall = now["books"]["overall"]
+    assert {"learned_minus_equal", "regret", "overall.buy_and_hold.total_return",
+            "significance.bootstrap.low", "benchmark.beta"} <= set(overall)
+    changed = dict(now, books={**now["books"], "overall": {
+        **overall, "learned_minus_equal": overall["learned_minus_equal"] + 0.01}})
+    rows = compare(now, changed, load_config(CI))
+    assert [(r.scope, r.metric) for r in rows if not r.passed] == \
+        [("books overall", "learned_minus_equal")]

@@ -280,7 +280,7 @@ def regress(
         cfg = load(config, {})
         path = Path(cfg.regress.baseline)
         now = measure(cfg)
-        baseline = read_baseline(path) if not update or path.exists() else {}
+        baseline = read_baseline(path) if not update else _old_baseline(path)
         rows = compare(baseline, now, cfg) if baseline else []
         if update:
             write_baseline(path, now)
@@ -306,6 +306,20 @@ def regress(
                           f"(baseline {escape(str(path))})", highlight=False)
     if drifted and not update:
         raise typer.Exit(code=1)
+
+
+def _old_baseline(path: Path) -> dict:
+    """The baseline --update replaces: {} when there is none, or one this bt cannot read
+    (an older version), which is said once."""
+    from backtester.regress import read_baseline
+
+    if not path.exists():
+        return {}
+    try:
+        return read_baseline(path)
+    except BtError as e:
+        console.print(f"replacing it: {e}", highlight=False, markup=False)
+        return {}
 
 
 def _render_regress(rows, drifted, show_all: bool, baseline, now) -> None:
