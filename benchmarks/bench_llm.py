@@ -1,15 +1,20 @@
-"""Added time of LLM providers per chunk (a script that prints figures, not a test).
+"""Added time of LLM providers per chunk, and requests/s against a server with N slots
+(a script that prints figures, not a test).
 
 Run: ``python benchmarks/bench_llm.py [--candidates 1000] [--latency-ms 50]
-[--live-candidates 1000] [--concurrency 1 4 16]``
+[--live-candidates 200] [--slots 4 16] [--concurrency 1 4 16]``
 
 (a) Replay: three LLM providers vote on a chunk of candidates from caches recorded
     against the local test server; the added time per chunk (prompt rendering, hashing,
     cache lookups, parsing), first with the cache files still to load, then warm.
     Target: <= 1 s for 1,000 candidates and three providers.
-(b) Live: the same three providers against the local test server answering after an
-    artificial latency, at several ``max_concurrency`` settings; wall time and speed-up.
-    At 50 ms and concurrency 1 this takes candidates x 3 x 50 ms (150 s for 1,000).
+(b) Throughput: one provider against the local test server (tests/llm_server.py) that
+    serves at most N requests at once (llama.cpp ``--parallel N``, ``OLLAMA_NUM_PARALLEL``),
+    each after an artificial latency, at several ``max_concurrency`` settings:
+    requests/s, the most requests served at once, and the ideal
+    min(concurrency, N) / latency. The provider's preflight runs first (it settles the
+    structured-output form), as in ``bt run``. At 50 ms and concurrency 1 this takes
+    candidates x 50 ms (10 s for 200).
 """
 
 from __future__ import annotations
@@ -112,35 +117,39 @@ def bench_replay(n_candidates: int) -> None:
           f"(of which rendering prompts {render:.3f} s)")
 
 
-def bench_live(n_candidates: int, latency_ms: float, concurrencies: list[int]) -> None:
+def bench_throughput(n_candidates: int, latency_ms: float, slots: list[int],
+                     concurrencies: list[int]) -> None:
     context, candidates, similar = make_chunk(n_candidates)
-    print(f"(b) live, {n_candidates} candidates x {len(MODELS)} providers, server latency "
-          f"{latency_ms:g} ms")
-    baseline = None
-    with tempfile.TemporaryDirectory() as folder, \
-            LLMTestServer(latency_s=latency_ms / 1000) as server:
-        server.script = scripted
-        for concurrency in concurrencies:
-            before = server.request_count
-            wall = vote_all(providers(server.base_url, Path(folder), "live", concurrency),
-                            context, candidates, similar)
-            sent = server.request_count - before
-            baseline = baseline or wall
-            ideal = 3 * n_candidates * latency_ms / 1000 / concurrency
-            print(f"    max_concurrency {concurrency:>3}: {wall:7.2f} s wall "
-                  f"({sent} requests, {server.max_in_flight} max in flight so far; "
-                  f"ideal {ideal:6.2f} s; speed-up x{baseline / wall:.1f} over the first)")
+    print(f"(b) throughput, {n_candidates} candidates, one provider, server latency "
+          f"{latency_ms:g} ms per request")
+    for n_slots in slots:
+        with tempfile.TemporaryDirectory() as folder, \
+                LLMTestServer(latency_s=latency_ms / 1000, slots=n_slots) as server:
+            server.script = scripted
+            server.models = [MODELS[0]]
+            for concurrency in concurrencies:
+                provider = providers(server.base_url, Path(folder), "live", concurrency)[0]
+                provider.preflight(context)
+                before = server.request_count
+                server.max_serving = 0
+                wall = vote_all([provider], context, candidates, similar)
+                sent = server.request_count - before
+                ideal = min(concurrency, n_slots) / (latency_ms / 1000)
+                print(f"    {n_slots:>2} slots, max_concurrency {concurrency:>3}: "
+                      f"{sent / wall:7.1f} requests/s ({sent} in {wall:.2f} s; at most "
+                      f"{server.max_serving} served at once; ideal {ideal:6.1f}/s)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=1000)
-    parser.add_argument("--live-candidates", type=int, default=1000)
+    parser.add_argument("--live-candidates", type=int, default=200)
+    parser.add_argument("--slots", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     args = parser.parse_args()
     bench_replay(args.candidates)
-    bench_live(args.live_candidates, args.latency_ms, args.concurrency)
+    bench_throughput(args.live_candidates, args.latency_ms, args.slots, args.concurrency)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 Each line is one response: ``{"key", "provider", "model", "response", "usage", "created"}``.
 The key is the SHA-256 of the canonical JSON of (provider name, model, messages,
-temperature, max_tokens), so any change to the prompt or its parameters misses. No API key
+temperature, max_tokens and, unless "none", the configured structured-output form), so any
+change to the prompt or its parameters misses. The configured form, not the one a server
+fallback ended up using, is part of the key, so a replay without network finds the
+record run's answers. No API key
 is ever part of a key or a line, and nothing is pickled: the file is plain JSON text.
 """
 
@@ -25,8 +28,12 @@ CACHE_MODES = ("live", "record", "replay")
 
 
 def cache_key(provider: str, model: str, messages: list[dict[str, str]],
-              temperature: float, max_tokens: int) -> str:
-    """SHA-256 (hex) of the canonical JSON of one request's identity."""
+              temperature: float, max_tokens: int, structured_output: str = "none") -> str:
+    """SHA-256 (hex) of the canonical JSON of one request's identity.
+
+    ``structured_output`` "none" leaves the key as it was before structured output
+    existed, so caches recorded without it still hit.
+    """
     identity = {
         "provider": provider,
         "model": model,
@@ -34,6 +41,8 @@ def cache_key(provider: str, model: str, messages: list[dict[str, str]],
         "temperature": float(temperature),
         "max_tokens": int(max_tokens),
     }
+    if structured_output != "none":
+        identity["structured_output"] = structured_output
     return hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -43,6 +52,7 @@ class CachedResponse:
 
     response: str
     usage: dict[str, int] = field(default_factory=dict)
+    model: str = ""
 
 
 class ResponseCache:
@@ -72,6 +82,10 @@ class ResponseCache:
     def get(self, key: str) -> CachedResponse | None:
         """The stored response for ``key``, or None."""
         return self._load().get(key)
+
+    def models(self) -> set[str]:
+        """The models the stored responses came from."""
+        return {entry.model for entry in self._load().values()}
 
     def _load(self) -> dict[str, CachedResponse]:
         with self._lock:
@@ -104,7 +118,7 @@ class ResponseCache:
                 with self._lock:
                     handle.write(line + b"\n")
                     handle.flush()
-                    entries[key] = CachedResponse(response, dict(usage))
+                    entries[key] = CachedResponse(response, dict(usage), model)
 
             try:
                 yield append
@@ -134,7 +148,8 @@ def _read_lines(path: Path) -> dict[str, CachedResponse]:
             if not isinstance(key, str) or not isinstance(response, str):
                 raise TypeError("key and response must be strings")
             usage = item.get("usage") or {}
-            entries[key] = CachedResponse(response, {k: int(v) for k, v in usage.items()})
+            entries[key] = CachedResponse(response, {k: int(v) for k, v in usage.items()},
+                                          str(item.get("model", "")))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             last = number == len(lines) or (number == len(lines) - 1 and not lines[-1])
             what = "its last line, truncated (a killed process?)" if last else f"line {number}"

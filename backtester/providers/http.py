@@ -1,7 +1,11 @@
 """A small OpenAI-compatible chat client: bounded concurrency, rate limit, retries, breaker.
 
 Standard library only (urllib + a thread pool). A failed call never raises: it comes back
-as a ``ChatResult`` with ``content`` None and a one-line ``error``, so the caller abstains.
+as a ``ChatResult`` with ``content`` None and a one-line ``error`` that keeps the server's
+own words (``HTTP 400 Bad Request: maximum context length is 512 tokens, ...``), so the
+caller abstains or explains. A server refusing the ``response_format`` field is told apart
+from a failing one by the error body (``rejected``): it is neither retried nor counted by
+the circuit breaker.
 """
 
 from __future__ import annotations
@@ -23,6 +27,13 @@ import orjson
 
 MAX_RETRY_AFTER_S = 60.0  # a longer Retry-After is capped to this
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MESSAGE_CHARS = 200  # the server's error text kept in an error line
+ERROR_BODY_BYTES = 65536  # read at most this much of an error body
+# Words of a server refusing the response_format field (llama-cpp-python 0.3.36 answers
+# json_schema with HTTP 500 "Input should be 'text' or 'json_object'"; OpenAI and vLLM
+# answer 400 naming response_format).
+FORMAT_REJECTION_WORDS = ("response_format", "json_schema", "'text' or 'json_object'",
+                          "json_object", "structured output")
 Messages = list[dict[str, str]]
 
 
@@ -31,7 +42,9 @@ class ChatResult:
     """What one candidate's call gave: the content, or why there is none.
 
     ``attempts`` counts HTTP requests sent (retries included); ``skipped`` means the
-    circuit breaker was open and no request was sent.
+    circuit breaker was open and no request was sent; ``rejected`` that the server
+    refused the ``response_format`` field; ``status`` is the last HTTP error status (0:
+    none) and ``unreachable`` that the last attempt could not connect.
     """
 
     content: str | None
@@ -43,6 +56,9 @@ class ChatResult:
     rate_limited: int = 0
     error: str = ""
     skipped: bool = False
+    rejected: bool = False
+    status: int = 0
+    unreachable: bool = False
 
     @property
     def ok(self) -> bool:
@@ -110,18 +126,35 @@ class CircuitBreaker:
             self._open = False
 
 
+@dataclass(frozen=True, slots=True)
+class ModelList:
+    """What ``GET {base_url}/models`` gave: the model ids, or None when the server has no
+    such path (404, 405) or the request failed (then ``error`` says why)."""
+
+    models: tuple[str, ...] | None
+    status: int = 0
+    error: str = ""
+    unreachable: bool = False
+
+
 class _Retryable(Exception):
     def __init__(self, error: str, *, timeout: bool = False, rate_limited: bool = False,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, status: int = 0,
+                 unreachable: bool = False) -> None:
         super().__init__(error)
         self.error = error
         self.timeout = timeout
         self.rate_limited = rate_limited
         self.retry_after = retry_after
+        self.status = status
+        self.unreachable = unreachable
 
 
 class _Fatal(Exception):
-    pass
+    def __init__(self, error: str, *, status: int = 0, rejected: bool = False) -> None:
+        super().__init__(error)
+        self.status = status
+        self.rejected = rejected
 
 
 class ChatClient:
@@ -137,7 +170,8 @@ class ChatClient:
         Sent as ``Authorization: Bearer`` when not empty; never shown in repr or errors.
     timeout_s, max_retries, backoff_s, max_concurrency, requests_per_minute, breaker_failures
         As in ``LLMProviderConfig``. Retries (after ``backoff_s * 2**i`` seconds, or the
-        server's Retry-After) follow connection errors, timeouts, HTTP 429 and 5xx.
+        server's Retry-After) follow connection errors, timeouts, HTTP 429 and 5xx, except
+        a refused ``response_format``.
     sleep, clock : callables, optional
         Injected by tests to avoid waiting on the wall clock.
     """
@@ -167,12 +201,15 @@ class ChatClient:
         return f"ChatClient(url={self.url!r}, model={self.model!r})"
 
     def complete_many(self, batch: list[Messages], *, temperature: float, max_tokens: int,
+                      response_format: dict | None = None,
                       on_result: Callable[[int, ChatResult], None] | None = None
                       ) -> list[ChatResult]:
-        """Send every message list, ``max_concurrency`` at a time; results in input order.
+        """Send every message list, ``max_concurrency`` in flight at a time; results in
+        input order.
 
         ``on_result(i, result)`` runs in the calling thread as each call finishes. Once the
-        breaker is open, the remaining items are skipped without a request.
+        breaker is open, the remaining items are skipped without a request; a refused
+        ``response_format`` does not count towards the breaker.
         """
         results: list[ChatResult | None] = [None] * len(batch)
         if not batch:
@@ -181,8 +218,10 @@ class ChatClient:
         def task(messages: Messages) -> ChatResult:
             if self.breaker.is_open:
                 return ChatResult(None, error="circuit breaker open", skipped=True)
-            result = self.complete(messages, temperature=temperature, max_tokens=max_tokens)
-            self.breaker.record(result.ok)
+            result = self.complete(messages, temperature=temperature, max_tokens=max_tokens,
+                                   response_format=response_format)
+            if not result.rejected:
+                self.breaker.record(result.ok)
             return result
 
         workers = min(self.max_concurrency, len(batch))
@@ -200,15 +239,17 @@ class ChatClient:
         pool.shutdown(wait=True)
         return results  # type: ignore[return-value]
 
-    def complete(self, messages: Messages, *, temperature: float, max_tokens: int) -> ChatResult:
+    def complete(self, messages: Messages, *, temperature: float, max_tokens: int,
+                 response_format: dict | None = None) -> ChatResult:
         """One candidate's call with retries; never raises for network or server faults."""
-        body = orjson.dumps({
-            "model": self.model,
-            "messages": messages,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-        })
-        attempts = retries = timeouts = rate_limited = 0
+        request = {"model": self.model, "messages": messages, "temperature": temperature,
+                   "max_tokens": max_tokens}
+        if response_format is not None:
+            request["response_format"] = response_format
+        body = orjson.dumps(request)
+        asks_format = response_format is not None
+        attempts = retries = timeouts = rate_limited = status = 0
+        unreachable = False
         error = ""
         for attempt in range(self.max_retries + 1):
             if attempt > 0:
@@ -218,9 +259,9 @@ class ChatClient:
             self.limiter.acquire()
             attempts += 1
             try:
-                content, usage = self._post(body)
+                content, usage = self._post(body, asks_format=asks_format)
             except _Retryable as e:
-                error = e.error
+                error, status, unreachable = e.error, e.status, e.unreachable
                 timeouts += e.timeout
                 rate_limited += e.rate_limited
                 if attempt < self.max_retries:
@@ -229,43 +270,132 @@ class ChatClient:
                         self._sleep(wait)
                 continue
             except _Fatal as e:
-                error = str(e)
-                break
+                return ChatResult(None, 0, 0, attempts, retries, timeouts, rate_limited,
+                                  error=self.redact(str(e)), rejected=e.rejected,
+                                  status=e.status)
             return ChatResult(content, usage[0], usage[1], attempts, retries, timeouts,
                               rate_limited)
         return ChatResult(None, 0, 0, attempts, retries, timeouts, rate_limited,
-                          error=self.redact(error))
+                          error=self.redact(error), status=status, unreachable=unreachable)
 
-    def _post(self, body: bytes) -> tuple[str, tuple[int, int]]:
+    def list_models(self) -> ModelList:
+        """``GET {base_url}/models``: the ids the server serves (one attempt, no retry)."""
+        url = f"{self.base_url}/models"
+        request = urllib.request.Request(url, headers=self._headers(), method="GET")
+        try:
+            payload = self._send(request, asks_format=False)
+        except _Fatal as e:
+            if e.status in (404, 405):
+                return ModelList(None, status=e.status)
+            return ModelList(None, status=e.status, error=self.redact(str(e)))
+        except _Retryable as e:
+            return ModelList(None, status=e.status, error=self.redact(e.error),
+                             unreachable=e.unreachable)
+        try:
+            data = orjson.loads(payload)
+            items = data["data"] if isinstance(data, dict) else data
+            models = tuple(str(item["id"] if isinstance(item, dict) else item) for item in items)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return ModelList(None, error="not a model list")
+        return ModelList(models)
+
+    def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "User-Agent": "bt-backtester"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        return headers
+
+    def _post(self, body: bytes, *, asks_format: bool) -> tuple[str, tuple[int, int]]:
+        request = urllib.request.Request(self.url, data=body, headers=self._headers(),
+                                         method="POST")
+        return _parse_envelope(self._send(request, asks_format=asks_format))
+
+    def _send(self, request: urllib.request.Request, *, asks_format: bool) -> bytes:
         try:
             with self._opener.open(request, timeout=self.timeout_s) as response:
-                payload = response.read()
+                return response.read()
         except urllib.error.HTTPError as e:
             retry_after = _retry_after(e.headers.get("Retry-After") if e.headers else None)
-            e.close()
+            try:
+                body = e.read(ERROR_BODY_BYTES)
+            except (OSError, http.client.HTTPException):
+                body = b""
+            finally:
+                e.close()
+            text = body.decode("utf-8", "replace")
+            error = f"HTTP {e.code} {e.reason}".strip()
+            message = server_message(body)
+            if message:
+                error += f": {message}"
+            if asks_format and e.code not in (401, 403, 404, 429) and is_format_rejection(text):
+                raise _Fatal(error, status=e.code, rejected=True) from None
             if e.code == 429:
-                raise _Retryable("HTTP 429 (rate limited)", rate_limited=True,
-                                 retry_after=retry_after) from None
+                raise _Retryable(f"{error} (rate limited)", rate_limited=True,
+                                 retry_after=retry_after, status=429) from None
             if e.code >= 500:
-                raise _Retryable(f"HTTP {e.code}", retry_after=retry_after) from None
-            raise _Fatal(f"HTTP {e.code} {e.reason}") from None
+                raise _Retryable(error, retry_after=retry_after, status=e.code) from None
+            raise _Fatal(error, status=e.code) from None
         except urllib.error.URLError as e:
             if isinstance(e.reason, TimeoutError):
                 raise _Retryable(f"timed out after {self.timeout_s:g} s", timeout=True) from None
-            raise _Retryable(f"cannot connect ({e.reason})") from None
+            raise _Retryable(f"cannot connect ({e.reason})", unreachable=True) from None
         except TimeoutError:
             raise _Retryable(f"timed out after {self.timeout_s:g} s", timeout=True) from None
         except (OSError, http.client.HTTPException) as e:
-            raise _Retryable(f"connection failed ({type(e).__name__})") from None
-        return _parse_envelope(payload)
+            raise _Retryable(f"connection failed ({type(e).__name__})",
+                             unreachable=isinstance(e, ConnectionError)) from None
 
     def redact(self, text: str) -> str:
         """``text`` with the API key, if it occurs, replaced by ***."""
         return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def server_message(body: bytes) -> str:
+    """The server's own error text in an error body, on one line, at most ~200 characters.
+
+    Reads OpenAI's ``{"error": {"message": ...}}``, ``{"error": "..."}`` (Ollama),
+    FastAPI's ``{"detail": ...}`` (a string or a list of ``{"loc", "msg"}``) or
+    ``{"message": ...}``; else the start of the body as text.
+    """
+    text = body.decode("utf-8", "replace")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    message = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            message = error["message"]
+        elif isinstance(error, str):
+            message = error
+        elif "detail" in data:
+            message = _detail_text(data["detail"])
+        elif isinstance(data.get("message"), str):
+            message = data["message"]
+    message = " ".join((text if message is None else message).split())
+    return message if len(message) <= MESSAGE_CHARS else message[:MESSAGE_CHARS - 3] + "..."
+
+
+def is_format_rejection(text: str) -> bool:
+    """Whether an error body says the server refuses the ``response_format`` field."""
+    lowered = text.lower()
+    return any(word in lowered for word in FORMAT_REJECTION_WORDS)
+
+
+def _detail_text(detail: object) -> str:
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict) and "msg" in item:
+                where = ".".join(str(part) for part in item.get("loc", ()))
+                parts.append(f"{where}: {item['msg']}" if where else str(item["msg"]))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return orjson.dumps(detail).decode()
 
 
 def _parse_envelope(payload: bytes) -> tuple[str, tuple[int, int]]:

@@ -1,56 +1,76 @@
 """LLM decision providers: a prompt per candidate, an OpenAI-compatible chat endpoint, a vote.
 
 Every call goes through a response cache (``cache_mode`` live | record | replay), so a
-backtest can be re-run offline, deterministic and free. A malformed answer, a failed call
-or a replay miss is an abstention (vote 0, confidence 0), counted in ``report()``.
+backtest can be re-run offline, deterministic and free. The answer's form is requested
+with ``response_format`` (``structured_output``; a server refusing it gets the next form,
+once per run, with a warning). A malformed answer, a failed call or a replay miss is an
+abstention (``Votes.abstained``), counted in ``report()``.
+
+What the runner calls besides the ``Provider`` protocol:
+
+- ``preflight(context=None)`` before the first chunk: ``GET /models`` and one real request;
+  raises ``ProviderError`` with one line when the endpoint is unusable.
+- ``plan(context, candidates, similar)``: how many calls a chunk needs, without a request.
+- ``chunk_failure()`` after ``vote``: a one-line reason when the chunk's calls failed
+  beyond the failure policy (whatever ``on_failure`` says; the runner acts on it).
+- ``structured_output_used``: the form in use after any fallback (a string, for metrics).
+- ``report()``: numbers, plus ``structured_output_used`` (str) and ``sample_malformed``
+  (a list of up to three raw answers) when some answers were malformed.
 
 A config table is ``[providers.<name>]`` with ``kind = "llm"`` and the fields of
-``LLMProviderConfig``.
+``LLMProviderConfig`` (backtester/providers/llm_config.py).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import numbers
 import os
-import re
+import time
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from backtester.engine.records import EXIT_REASON_NAMES
-from backtester.errors import BtError, ConfigError
-from backtester.features import FEATURE_NAMES
+from backtester.errors import BtError, ConfigError, ProviderError
+from backtester.providers import preflight as explain
+from backtester.providers.answers import next_form, parse_answer, response_format, sample
 from backtester.providers.base import Candidates, MarketContext, Similar, Votes
-from backtester.providers.cache import CACHE_MODES, ResponseCache, cache_key
+from backtester.providers.cache import ResponseCache, cache_key
 from backtester.providers.http import ChatClient, ChatResult, Messages
-from backtester.regime import REGIME_NAMES
+from backtester.providers.llm_config import (
+    REPLAY_MISS_MODES,
+    STRUCTURED_OUTPUTS,
+    TRANSPORT_FIELDS,
+    LLMProviderConfig,
+)
+from backtester.providers.prompts import (
+    DEBATE_FIELDS,
+    DEFAULT_SYSTEM,
+    RECENT_BARS,
+    TEMPLATE_FIELDS,
+    PromptTemplate,
+    format_time,
+    placeholder_fields,
+    placeholder_similar,
+    prompt_fields,
+)
 
 KIND = "llm"
-# How the provider is reached and cached: not part of the decision hash (config.py), so a
-# record run and its replay share decision ids and one memory folder.
-TRANSPORT_FIELDS = ("base_url", "api_key_env", "timeout_s", "max_retries", "backoff_s",
-                    "max_concurrency", "requests_per_minute", "breaker_failures", "cache_mode",
-                    "replay_miss", "price_per_1k_prompt_tokens",
-                    "price_per_1k_completion_tokens")
-REPLAY_MISS_MODES = ("abstain", "error")
-RECENT_BARS = 10  # closes shown in a prompt, the candidate bar being the last
-ACTIONS = {"buy": 1, "sell": -1, "hold": 0}
-TEMPLATE_FIELDS = ("symbol", "time", "timeframe", "regime", "features", *FEATURE_NAMES,
-                   "recent_closes", "similar")
 COUNTERS = (
-    "requests",  # HTTP requests sent, retries included
+    "requests",  # HTTP requests sent, retries and refused structured-output forms included
+    "calls_tried",  # distinct prompts sent to the server (a repeated prompt is asked once)
+    "calls_failed",  # of those, failed after their retries (network, timeout, HTTP error)
+    "calls_skipped",  # distinct prompts not sent: the circuit breaker was open
     "cache_hits",
     "cache_misses",  # candidates not in the cache (record: requested; replay: abstained)
+    "abstentions",  # candidates without a vote, all reasons below together
     "abstentions_malformed",  # the answer was not the expected JSON
     "abstentions_error",  # the call failed after its retries (network, timeout, HTTP error)
     "abstentions_breaker",  # not called: the circuit breaker was open
     "abstentions_replay_miss",  # replay mode, no cached response
+    "format_rejections",  # requests whose response_format the server refused
     "timeouts",  # requests that timed out
     "retries",
     "rate_limited",  # HTTP 429 answers
@@ -58,310 +78,11 @@ COUNTERS = (
     "prompt_tokens",  # tokens of live calls only: cache hits cost nothing
     "completion_tokens",
 )
-# The system message of a template without a [system] line (a template: braces doubled).
-DEFAULT_SYSTEM = ('You are a trading analyst. Answer with one JSON object only: {{"action": '
-                  '"buy" | "sell" | "hold", "confidence": <number in [0, 1]>, '
-                  '"reasoning": "<one sentence>"}}.')
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class LLMProviderConfig:
-    """One LLM provider: endpoint, model, sampling, limits, cache and prompt.
-
-    Parameters
-    ----------
-    name : str
-        Provider name (letters, digits, ``_ . -``); also its cache file name.
-    base_url : str
-        OpenAI-compatible API root, e.g. ``http://127.0.0.1:11434/v1`` (Ollama).
-    model : str
-        Model name, e.g. ``llama3.1:8b``.
-    api_key_env : str, default ""
-        Name of the environment variable holding the API key ("" = no key). The key
-        itself is never written to a file, log, error, repr or the cache.
-    temperature : float, default 0.0
-        Sampling temperature in [0, 2].
-    max_tokens : int, default 200
-        Completion tokens per answer, >= 1.
-    timeout_s : float, default 30.0
-        Per request, > 0.
-    max_retries : int, default 2
-        Retries after a connection error, timeout, HTTP 429 or 5xx, in [0, 10].
-    backoff_s : float, default 0.5
-        First retry delay, doubled each retry (a Retry-After header wins), >= 0.
-    max_concurrency : int, default 4
-        Requests in flight at once, in [1, 256].
-    requests_per_minute : float, default 0
-        Rate limit; 0 = unlimited.
-    breaker_failures : int, default 5
-        Consecutive failed candidates that open the circuit breaker for the rest of
-        the chunk, >= 1.
-    cache_mode : str, default "record"
-        live (no cache), record (read hits, call and append misses) or replay (cache
-        only, never the network).
-    replay_miss : str, default "abstain"
-        In replay mode, a missing response abstains or raises an error ("error").
-    anonymize : bool, default False
-        Hide symbol, dates and price levels from the model.
-    prompt_template : str, default "configs/prompts/default.txt"
-        Template file; a relative path is looked up from the working directory, then
-        from the repository root.
-    price_per_1k_prompt_tokens, price_per_1k_completion_tokens : float, default 0
-        Prices for the ``cost`` figure of ``report()``.
-    k_similar : int, default 5
-        Past similar situations shown per candidate, >= 0.
-    """
-
-    name: str
-    base_url: str
-    model: str
-    api_key_env: str = ""
-    temperature: float = 0.0
-    max_tokens: int = 200
-    timeout_s: float = 30.0
-    max_retries: int = 2
-    backoff_s: float = 0.5
-    max_concurrency: int = 4
-    requests_per_minute: float = 0.0
-    breaker_failures: int = 5
-    cache_mode: str = "record"
-    replay_miss: str = "abstain"
-    anonymize: bool = False
-    prompt_template: str = "configs/prompts/default.txt"
-    price_per_1k_prompt_tokens: float = 0.0
-    price_per_1k_completion_tokens: float = 0.0
-    k_similar: int = 5
-
-    def __post_init__(self) -> None:
-        _text(self, "name", _NAME.fullmatch(str(self.name)) is not None,
-              "letters, digits, '_', '.' or '-' (it names the cache file), such as 'llama3_8b'")
-        _text(self, "base_url", str(self.base_url).startswith(("http://", "https://")),
-              "an http:// or https:// URL such as 'http://127.0.0.1:11434/v1'")
-        _text(self, "model", bool(str(self.model).strip()), "a model name such as 'llama3.1:8b'")
-        _text(self, "api_key_env",
-              self.api_key_env == "" or _ENV_NAME.fullmatch(str(self.api_key_env)) is not None,
-              "the NAME of an environment variable, such as 'OPENAI_API_KEY', or \"\"")
-        _number(self, "temperature", 0.0, 2.0, "a number in [0, 2]")
-        _integer(self, "max_tokens", 1, 1_000_000)
-        _number(self, "timeout_s", 0.0, math.inf, "a number of seconds > 0", low_open=True)
-        _integer(self, "max_retries", 0, 10)
-        _number(self, "backoff_s", 0.0, 600.0, "a number of seconds in [0, 600]")
-        _integer(self, "max_concurrency", 1, 256)
-        _number(self, "requests_per_minute", 0.0, math.inf, "a number >= 0 (0 = unlimited)")
-        _integer(self, "breaker_failures", 1, 1_000_000)
-        _text(self, "cache_mode", self.cache_mode in CACHE_MODES,
-              f"one of {', '.join(CACHE_MODES)}")
-        _text(self, "replay_miss", self.replay_miss in REPLAY_MISS_MODES,
-              f"one of {', '.join(REPLAY_MISS_MODES)}")
-        if not isinstance(self.anonymize, bool):
-            raise ConfigError(f"anonymize must be true or false, was {self.anonymize!r}")
-        _text(self, "prompt_template", bool(str(self.prompt_template).strip()),
-              "a template file such as 'configs/prompts/default.txt'")
-        _number(self, "price_per_1k_prompt_tokens", 0.0, math.inf, "a price >= 0")
-        _number(self, "price_per_1k_completion_tokens", 0.0, math.inf, "a price >= 0")
-        _integer(self, "k_similar", 0, 1000)
-
-
-CONFIG_CLASS = LLMProviderConfig
-
-
-def _text(config: LLMProviderConfig, field: str, ok: bool, expected: str) -> None:
-    value = getattr(config, field)
-    if not isinstance(value, str) or not ok:
-        raise ConfigError(f"{field} must be {expected}, was {value!r}")
-
-
-def _number(config: LLMProviderConfig, field: str, low: float, high: float, expected: str,
-            *, low_open: bool = False) -> None:
-    value = getattr(config, field)
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and (
-        (low < value if low_open else low <= value) and value <= high)
-    if not ok:  # NaN fails every comparison
-        raise ConfigError(f"{field} must be {expected}, was {value!r}")
-
-
-def _integer(config: LLMProviderConfig, field: str, low: int, high: int) -> None:
-    value = getattr(config, field)
-    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool)
-            and low <= value <= high):
-        raise ConfigError(f"{field} must be a whole number in [{low}, {high}], was {value!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class PromptTemplate:
-    """A system and a user message with ``str.format`` fields (``TEMPLATE_FIELDS``).
-
-    File format: leading ``#`` lines are comments; a ``[system]`` line starts the system
-    message (optional), a ``[user]`` line the user message. Literal braces are ``{{ }}``.
-    """
-
-    system: str
-    user: str
-    source: str = "<string>"
-
-    @classmethod
-    def load(cls, path: str | Path) -> PromptTemplate:
-        """Read and check a template file (relative: working directory, then repo root)."""
-        path = Path(path)
-        found = next((p for p in ([path] if path.is_absolute() else [path, _REPO_ROOT / path])
-                      if p.is_file()), None)
-        if found is None:
-            raise ConfigError(f"prompt_template: file not found, was '{path}'; point it at a "
-                              "template such as configs/prompts/default.txt")
-        return cls.parse(found.read_text(encoding="utf-8"), source=str(path))
-
-    @classmethod
-    def parse(cls, text: str, *, source: str = "<string>") -> PromptTemplate:
-        """Split a template's text into its messages and check its fields."""
-        lines = text.splitlines()
-        while lines and (lines[0].startswith("#") or not lines[0].strip()):
-            lines.pop(0)
-        sections: dict[str, list[str]] = {}
-        current = None
-        for line in lines:
-            marker = line.strip().lower()
-            if marker in ("[system]", "[user]"):
-                current = sections.setdefault(marker[1:-1], [])
-            elif current is not None:
-                current.append(line)
-            elif line.strip():
-                raise ConfigError(f"{source}: text before the [system] or [user] line, was "
-                                  f"{line.strip()[:40]!r}; start the messages with [system] "
-                                  "and [user] lines")
-        if "user" not in sections:
-            raise ConfigError(f"{source}: no [user] line in the prompt template; add one "
-                              "before the user message")
-        template = cls("\n".join(sections.get("system", [DEFAULT_SYSTEM])).strip(),
-                       "\n".join(sections["user"]).strip(), source)
-        template.render(dict.fromkeys(TEMPLATE_FIELDS, ""))  # fails early on a bad field
-        return template
-
-    def render(self, fields: dict[str, str]) -> Messages:
-        """The chat messages for one candidate."""
-        try:
-            system = self.system.format_map(fields)
-            user = self.user.format_map(fields)
-        except KeyError as e:
-            raise ConfigError(f"{self.source}: unknown field {{{e.args[0]}}} in the prompt "
-                              f"template; use one of {', '.join(TEMPLATE_FIELDS)}") from None
-        except (ValueError, IndexError) as e:
-            raise ConfigError(f"{self.source}: malformed braces in the prompt template ({e}); "
-                              "write a literal brace as {{ or }}") from None
-        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-
-
-def parse_answer(content: str) -> tuple[int, float, str] | None:
-    """(vote, confidence, reasoning) from a model's answer, or None when malformed.
-
-    Accepts the JSON object alone, inside a ```json fence, or after leading text.
-    """
-    answer = _find_answer(content)
-    if answer is None:
-        return None
-    action = answer.get("action")
-    confidence = answer.get("confidence")
-    if not isinstance(action, str) or action.strip().lower() not in ACTIONS:
-        return None
-    if not isinstance(confidence, (int, float)) or isinstance(confidence, bool):
-        return None
-    if not 0.0 <= confidence <= 1.0:  # NaN fails too
-        return None
-    reasoning = answer.get("reasoning", "")
-    reasoning = reasoning if isinstance(reasoning, str) else json.dumps(reasoning)
-    return ACTIONS[action.strip().lower()], float(confidence), reasoning.strip()
-
-
-def _find_answer(content: str) -> dict[str, Any] | None:
-    decoder = json.JSONDecoder()
-    texts = [m.group(1) for m in _FENCE.finditer(content)] + [content]
-    for text in texts:
-        start = text.find("{")
-        while start != -1:
-            try:
-                value, _ = decoder.raw_decode(text, start)
-            except ValueError:
-                value = None
-            if isinstance(value, dict) and "action" in value:
-                return value
-            start = text.find("{", start + 1)
-    return None
-
-
-def prompt_fields(context: MarketContext, bar: int, asset: int, similar: list[dict] | None,
-                  *, anonymize: bool = False, k_similar: int = 5) -> dict[str, str]:
-    """The template's fields for the candidate (bar, asset); reads bars <= ``bar`` only.
-
-    Anonymised: the symbol becomes ``ASSET_<asset>``, times become relative to the
-    candidate bar ``t``, closes are rebased to 100 at the first one shown, and the free
-    text of similar situations is left out (it may name symbols, dates or prices).
-    """
-    bars = context.bars
-    values = context.features[bar, asset].tolist()
-    features = {name: _format_number(values[i], "{:.4g}") for i, name in enumerate(FEATURE_NAMES)}
-    first = max(0, bar - RECENT_BARS + 1)
-    closes = bars.close[first:bar + 1, asset].tolist()
-    if anonymize:
-        base = next((c for c in closes if math.isfinite(c) and c != 0.0), 1.0)
-        shown = [_format_number(c / base * 100.0, "{:.2f}") for c in closes]
-    else:
-        shown = [_format_number(c, "{:.6g}") for c in closes]
-    last = len(shown) - 1
-    return {
-        "symbol": f"ASSET_{asset}" if anonymize else bars.symbols[asset],
-        "time": "bar t" if anonymize else _format_time(int(bars.times[bar])),
-        "timeframe": bars.timeframe,
-        "regime": REGIME_NAMES.get(int(context.regimes[bar, asset]), "UNKNOWN"),
-        "features": "\n".join(f"{name}: {text}" for name, text in features.items()),
-        **features,
-        "recent_closes": "\n".join(f"t-{last - i}: {c}" if i < last else f"t: {c}"
-                                   for i, c in enumerate(shown)),
-        "similar": _format_similar(similar, k_similar, anonymize),
-    }
-
-
-def _format_number(value: float, spec: str) -> str:
-    return spec.format(value) if math.isfinite(value) else "n/a"
-
-
-def _format_time(nanoseconds: int) -> str:
-    text = np.datetime_as_string(np.datetime64(nanoseconds, "ns"), unit="m")
-    return text.replace("T", " ") + " UTC"
-
-
-_REAL = (int, float, np.integer, np.floating)
-_INTEGER = (int, np.integer)
-_DIRECTIONS = {1: "long", -1: "short", 0: "flat"}
-
-
-def _format_similar(similar: list[dict] | None, k: int, anonymize: bool) -> str:
-    items = list(similar or [])[:k]
-    if not items:
-        return "none available"
-    lines = []
-    for n, item in enumerate(items, start=1):
-        direction = item.get("direction")
-        if isinstance(direction, _REAL) and math.isfinite(direction):
-            direction = _DIRECTIONS[(direction > 0) - (direction < 0)]
-        reason = item.get("exit_reason")
-        if isinstance(reason, _INTEGER):
-            reason = EXIT_REASON_NAMES.get(int(reason), str(reason))
-        regime = item.get("regime")
-        if isinstance(regime, _INTEGER):
-            regime = REGIME_NAMES.get(int(regime), str(regime))
-        result = item.get("return_pct")
-        result = (f"{result:+.2f}%" if isinstance(result, _REAL) and math.isfinite(result)
-                  else "n/a")
-        line = (f"{n}. {direction or 'n/a'}, return {result}, exit {reason or 'n/a'}, "
-                f"regime {regime or 'n/a'}")
-        description = item.get("description")
-        if description and not anonymize:
-            line += f": {' '.join(str(description).split())}"
-        lines.append(line)
-    return "\n".join(lines)
+MAX_SAMPLES = 3  # malformed answers kept per chunk in report()["sample_malformed"]
+PLACEHOLDER_ARGUMENT = (  # a debate argument of realistic length, for a preflight prompt
+    "The close sits above the 20- and 50-bar averages with RSI in the mid fifties, MACD "
+    "above its signal and volume above its mean; similar past situations mostly reached "
+    "their target. The risk is a fading move in a ranging market.")
 
 
 class LLMProvider:
@@ -378,8 +99,9 @@ class LLMProvider:
     Raises
     ------
     ConfigError
-        If the prompt template is missing or malformed, or ``api_key_env`` names an
-        unset variable (except in replay mode, which never calls the network).
+        If the prompt template is missing or malformed (a judge's must show both
+        debate arguments), or ``api_key_env`` names an unset variable (except in replay
+        mode, which never calls the network).
     """
 
     uses_similar = True  # prompts show the k most similar past situations
@@ -387,7 +109,14 @@ class LLMProvider:
     def __init__(self, config: LLMProviderConfig, cache_dir: Path) -> None:
         self.config = config
         self.name = config.name
-        self.template = PromptTemplate.load(config.prompt_template)
+        judge = config.role == "judge"
+        self.template = PromptTemplate.load(
+            config.prompt_template, fields=TEMPLATE_FIELDS + (DEBATE_FIELDS if judge else ()))
+        missing = [f"{{{f}}}" for f in DEBATE_FIELDS if f not in self.template.used_fields()]
+        if judge and missing:
+            raise ConfigError(f"providers.{config.name}.prompt_template: a judge's template "
+                              f"must show {' and '.join(missing)}, was '{config.prompt_template}'"
+                              "; use configs/prompts/judge.txt")
         self.cache = (None if config.cache_mode == "live"
                       else ResponseCache(Path(cache_dir) / f"{config.name}.jsonl"))
         self._client: ChatClient | None = None
@@ -399,53 +128,97 @@ class LLMProvider:
                 requests_per_minute=config.requests_per_minute,
                 breaker_failures=config.breaker_failures,
             )
-        self._counts = dict.fromkeys(COUNTERS, 0)
+        self.structured_output_used = config.structured_output  # after any fallback
+        self._form_settled = False  # a request with the form in use was answered
+        self._reset()
 
     def __repr__(self) -> str:
         c = self.config
         return (f"LLMProvider(name={c.name!r}, model={c.model!r}, base_url={c.base_url!r}, "
                 f"cache_mode={c.cache_mode!r})")
 
+    @property
+    def on_failure(self) -> str:
+        """The failure policy, ``stop`` or ``abstain``: what the runner does when
+        ``chunk_failure()`` gives a reason."""
+        return self.config.on_failure
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests this provider keeps in flight at once."""
+        return self.config.max_concurrency
+
+    def _reset(self) -> None:
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._samples: list[str] = []
+        self._needed = 0  # candidates that needed a call in this chunk
+        self._last_failure: ChatResult | None = None
+
+    # -- the Provider protocol
+
     def prepare(self, context: MarketContext, start: int, stop: int) -> dict[str, float]:
         """Start a chunk: reset the counters and close the circuit breaker."""
-        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._reset()
         if self._client is not None:
             self._client.breaker.reset()
         return {}
 
-    def report(self) -> dict[str, float]:
-        """The chunk's counters (see ``COUNTERS``) and ``cost`` of its live calls."""
-        out = {key: float(value) for key, value in self._counts.items()}
+    def report(self) -> dict[str, Any]:
+        """The chunk's counters (see ``COUNTERS``) and ``cost`` of its live calls, as
+        floats; ``structured_output_used`` (str, the form in use after any fallback); and
+        ``sample_malformed`` (list of str, up to three raw answers cut to 300 characters)
+        only when some answers were malformed."""
+        out: dict[str, Any] = {key: float(value) for key, value in self._counts.items()}
         out["cost"] = (out["prompt_tokens"] / 1000 * self.config.price_per_1k_prompt_tokens
                        + out["completion_tokens"] / 1000
                        * self.config.price_per_1k_completion_tokens)
+        out["structured_output_used"] = self.structured_output_used
+        if self._samples:
+            out["sample_malformed"] = list(self._samples)
         return out
-
-    def messages(self, context: MarketContext, bar: int, asset: int,
-                 similar: list[dict] | None = None) -> Messages:
-        """The chat messages sent for the candidate (bar, asset)."""
-        fields = prompt_fields(context, bar, asset, similar, anonymize=self.config.anonymize,
-                               k_similar=self.config.k_similar)
-        return self.template.render(fields)
 
     def vote(self, context: MarketContext, candidates: Candidates,
              similar: Similar | None = None) -> Votes:
         """Ask the model about every candidate (cache first); abstain where it fails."""
+        messages = self.render_all(context, candidates, similar)
+        contents = self.ask(messages, where=candidate_names(context, candidates))
+        return self.parse(contents)
+
+    # -- the steps of a vote, also used by the debate
+
+    def fields(self, context: MarketContext, bar: int, asset: int,
+               similar: list[dict] | None = None) -> dict[str, str]:
+        """The template fields of the candidate (bar, asset) with this provider's settings."""
+        return prompt_fields(context, bar, asset, similar, anonymize=self.config.anonymize,
+                             k_similar=self.config.k_similar)
+
+    def messages(self, context: MarketContext, bar: int, asset: int,
+                 similar: list[dict] | None = None) -> Messages:
+        """The chat messages sent for the candidate (bar, asset)."""
+        return self.template.render(self.fields(context, bar, asset, similar))
+
+    def render_all(self, context: MarketContext, candidates: Candidates,
+                   similar: Similar | None) -> list[Messages]:
+        """The messages of every candidate."""
         n = len(candidates)
         if similar is not None and len(similar) != n:
             raise BtError(f"LLM provider '{self.name}': similar has {len(similar)} lists, was "
                           f"expected one per candidate ({n}); pass None or one list each")
-        config = self.config
-        messages = [
-            self.messages(context, int(candidates.bar[i]), int(candidates.asset[i]),
-                          similar[i] if similar is not None else None)
-            for i in range(n)
-        ]
-        contents: list[str | None] = [None] * n
-        pending: dict[str, list[int]] = {}  # key -> candidates asking exactly that
+        return [self.messages(context, int(candidates.bar[i]), int(candidates.asset[i]),
+                              similar[i] if similar is not None else None) for i in range(n)]
+
+    def ask(self, messages: list[Messages], *, structured: bool = True,
+            where: Callable[[int], str] | None = None) -> list[str | None]:
+        """The answer to each message list: cache first, then the server; None where the
+        call failed, was skipped by the breaker or missed in replay (counted).
+
+        ``structured`` False asks for free text (a debate argument): no response_format.
+        ``where(i)`` names candidate i in a replay-miss error.
+        """
+        contents: list[str | None] = [None] * len(messages)
+        pending: dict[str, list[int]] = {}  # key -> the candidates asking exactly that
         for i, message in enumerate(messages):
-            key = cache_key(self.name, config.model, message, config.temperature,
-                            config.max_tokens)
+            key = self._key(message, structured)
             hit = self.cache.get(key) if self.cache is not None else None
             if hit is not None:
                 contents[i] = hit.response
@@ -455,12 +228,29 @@ class LLMProvider:
                 self._counts["cache_misses"] += 1
             pending.setdefault(key, []).append(i)
         if pending and self._client is None:
-            self._replay_miss(context, candidates, pending)
+            self._replay_miss(pending, len(messages), where)
         elif pending:
-            self._call(messages, pending, contents)
+            self._call(messages, pending, contents, structured)
+        return contents
 
+    @property
+    def replaying(self) -> bool:
+        """Whether answers come from the cache only (replay mode)."""
+        return self._client is None
+
+    def peek(self, messages: list[Messages], *, structured: bool = True) -> list[str | None]:
+        """The cached answer to each message list, or None; counts nothing, calls nothing."""
+        if self.cache is None:
+            return [None] * len(messages)
+        hits = [self.cache.get(self._key(m, structured)) for m in messages]
+        return [hit.response if hit is not None else None for hit in hits]
+
+    def parse(self, contents: list[str | None]) -> Votes:
+        """Votes from the answers; a missing (already counted) or malformed one abstains."""
+        n = len(contents)
         vote = np.zeros(n, dtype=np.int8)
         confidence = np.zeros(n, dtype=np.float64)
+        abstained = np.ones(n, dtype=bool)
         reasoning = [""] * n
         for i, content in enumerate(contents):
             if content is None:
@@ -468,28 +258,154 @@ class LLMProvider:
             answer = parse_answer(content)
             if answer is None:
                 self._counts["abstentions_malformed"] += 1
+                self._counts["abstentions"] += 1
+                if len(self._samples) < MAX_SAMPLES:
+                    self._samples.append(sample(content))
                 continue
             vote[i], confidence[i], reasoning[i] = answer
-        return Votes(vote, confidence, tuple(reasoning))
+            abstained[i] = False
+        return Votes(vote, confidence, tuple(reasoning), abstained)
 
-    def _replay_miss(self, context: MarketContext, candidates: Candidates,
-                     pending: dict[str, list[int]]) -> None:
+    # -- planning, failure policy, preflight
+
+    def plan(self, context: MarketContext, candidates: Candidates,
+             similar: Similar | None = None) -> dict[str, int]:
+        """What voting on ``candidates`` would take, without a request: ``candidates``,
+        ``calls`` (distinct prompts to send), ``cached`` (candidates the cache answers)
+        and ``missing`` (replay mode: candidates the cache lacks, which would abstain)."""
+        return self.plan_messages(self.render_all(context, candidates, similar))
+
+    def plan_messages(self, messages: list[Messages], *, structured: bool = True
+                      ) -> dict[str, int]:
+        """``plan`` for message lists already rendered."""
+        keys = [self._key(m, structured) for m in messages]
+        uncached = [k for k in keys if self.cache is None or k not in self.cache]
+        replay = self.replaying
+        return {"candidates": len(keys), "calls": 0 if replay else len(set(uncached)),
+                "cached": len(keys) - len(uncached), "missing": len(uncached) if replay else 0}
+
+    def chunk_failure(self) -> str | None:
+        """After ``vote``: why this chunk's calls failed beyond the failure policy (the
+        breaker opened, or failed and skipped candidates exceed ``max_failure_rate`` of
+        those that needed a call), as one line; None when they did not."""
+        c, config = self._counts, self.config
+        failed = c["abstentions_error"] + c["abstentions_breaker"]
+        head = explain.who(self.name, config.model, config.base_url)
+        calls = (f"{c['calls_tried']} calls tried, {c['calls_failed']} failed, "
+                 f"{c['calls_skipped']} skipped by the circuit breaker")
+        if c["breaker_open"]:
+            reason = (f"the circuit breaker opened after {config.breaker_failures} failed "
+                      f"calls in a row ({calls})")
+        elif self._needed and failed > config.max_failure_rate * self._needed:
+            reason = (f"{failed} of {self._needed} candidates that needed a call failed "
+                      f"({failed / self._needed:.0%} > max_failure_rate "
+                      f"{config.max_failure_rate:.0%}; {calls})")
+        else:
+            return None
+        last = self._last_failure
+        if last is None:
+            return f"{head}: {reason}"
+        hint = explain.failure_hint(last, base_url=config.base_url,
+                                    api_key_env=config.api_key_env, max_tokens=config.max_tokens)
+        return f"{head}: {reason}; last error: {last.error}; {hint}"
+
+    def preflight(self, context: MarketContext | None = None) -> dict[str, Any]:
+        """Check the endpoint before the first chunk (live and record modes).
+
+        ``GET {base_url}/models`` where the server has it (is the model served?), then
+        one real request through the voting path (structured output included, so a
+        fallback happens here, once), with a prompt of realistic length: the last bar
+        of the first asset of ``context`` (or neutral placeholder fields) and
+        ``k_similar`` placeholder past situations. Replay mode, or ``preflight = false``,
+        does nothing and returns {}.
+
+        Returns
+        -------
+        dict
+            ``latency_s`` (float, the request's wall time), ``models`` (list of str, what
+            the server lists; [] when it has no list), ``structured_output_used`` (str)
+            and ``answer_ok`` (bool: the answer parsed; a free-text role: it is not empty).
+
+        Raises
+        ------
+        ProviderError
+            One line naming the provider, the URL, the model, the server's own error text
+            and what to do.
+        """
+        config, client = self.config, self._client
+        if client is None or not config.preflight:
+            return {}
+        listing = client.list_models()
+        problem = explain.listing_problem(self.name, config.model, config.base_url,
+                                          config.api_key_env, listing)
+        if problem:
+            raise ProviderError(problem)
+        structured = config.role not in ("bull", "bear")
+        messages = self.template.render(self._preflight_fields(context))
+        start = time.perf_counter()
+        result = self._send([messages], structured=structured)[0]
+        latency = time.perf_counter() - start
+        if not result.ok:
+            raise ProviderError(explain.failure_line(
+                self.name, config.model, config.base_url, config.api_key_env, result,
+                max_tokens=config.max_tokens, models=listing.models))
+        content = client.redact(result.content)
+        return {"latency_s": latency, "models": list(listing.models or ()),
+                "structured_output_used": self.structured_output_used,
+                "answer_ok": (parse_answer(content) is not None) if structured
+                else bool(content.strip())}
+
+    def _preflight_fields(self, context: MarketContext | None) -> dict[str, str]:
+        k, anonymize = self.config.k_similar, self.config.anonymize
+        if context is not None and context.bars.n_bars:
+            fields = prompt_fields(context, context.bars.n_bars - 1, 0, placeholder_similar(k),
+                                   anonymize=anonymize, k_similar=k)
+        else:
+            fields = placeholder_fields(k_similar=k, anonymize=anonymize)
+        return {**fields, **dict.fromkeys(DEBATE_FIELDS, PLACEHOLDER_ARGUMENT)}
+
+    # -- calls
+
+    def _key(self, messages: Messages, structured: bool) -> str:
+        config = self.config
+        return cache_key(self.name, config.model, messages, config.temperature,
+                         config.max_tokens,
+                         structured_output=config.structured_output if structured else "none")
+
+    def _replay_miss(self, pending: dict[str, list[int]], total: int,
+                     where: Callable[[int], str] | None) -> None:
         missing = sum(len(indices) for indices in pending.values())
         if self.config.replay_miss == "error":
             i = min(min(indices) for indices in pending.values())
-            bar, asset = int(candidates.bar[i]), int(candidates.asset[i])
-            where = f"{context.bars.symbols[asset]} at {_format_time(int(context.bars.times[bar]))}"
+            first = f" (first: {where(i)})" if where is not None else ""
             raise BtError(
                 f"LLM provider '{self.name}': no cached response for {missing} of "
-                f"{len(candidates)} candidates (first: {where}) in {self.cache.path} and "
+                f"{total} candidates{first} in {self.cache.path} and "
                 "cache_mode is 'replay'; run once with cache_mode = 'record', or set "
                 "replay_miss = 'abstain'")
         self._counts["abstentions_replay_miss"] += missing
+        self._counts["abstentions"] += missing
+        warnings.warn(f"LLM provider '{self.name}': {missing} of {total} candidates not in "
+                      f"the cache {self.cache.path}: {self._miss_reason(missing, total)}; "
+                      "they abstain", RuntimeWarning, stacklevel=3)
+
+    def _miss_reason(self, missing: int, total: int) -> str:
+        models = self.cache.models()
+        if not models:
+            return "the cache is empty (record it first with cache_mode = 'record')"
+        if self.config.model not in models:
+            return (f"it holds no answers of model '{self.config.model}' (recorded: "
+                    f"{', '.join(sorted(models))})")
+        if missing == total:
+            return ("none of these prompts was recorded: this period was not recorded, or "
+                    "the template, k_similar, anonymize, temperature, max_tokens or "
+                    "structured_output changed since")
+        return ("the prompts differ from the recorded ones: the similar past situations "
+                "shown in them come from a memory that differs from the record run's")
 
     def _call(self, messages: list[Messages], pending: dict[str, list[int]],
-              contents: list[str | None]) -> None:
-        client = self._client
-        config = self.config
+              contents: list[str | None], structured: bool) -> None:
+        client, config, counts = self._client, self.config, self._counts
         keys = list(pending)
         batch = [messages[pending[key][0]] for key in keys]
         answers: dict[int, str] = {}
@@ -498,18 +414,14 @@ class LLMProvider:
         with appender as append:
 
             def keep(j: int, result: ChatResult) -> None:
-                if result.ok:
-                    answers[j] = client.redact(result.content)
-                    if append is not None:
-                        usage = {"prompt_tokens": result.prompt_tokens,
-                                 "completion_tokens": result.completion_tokens}
-                        append(keys[j], answers[j], usage)
+                answers[j] = client.redact(result.content)
+                if append is not None:  # stored at once: a failing chunk keeps its answers
+                    usage = {"prompt_tokens": result.prompt_tokens,
+                             "completion_tokens": result.completion_tokens}
+                    append(keys[j], answers[j], usage)
 
-            results = client.complete_many(batch, temperature=config.temperature,
-                                           max_tokens=config.max_tokens, on_result=keep)
-        counts = self._counts
-        failed = 0
-        last_error = ""
+            results = self._send(batch, structured=structured, keep=keep)
+        failed = skipped = 0
         for j, (key, result) in enumerate(zip(keys, results)):
             counts["requests"] += result.attempts
             counts["retries"] += result.retries
@@ -517,23 +429,85 @@ class LLMProvider:
             counts["rate_limited"] += result.rate_limited
             counts["prompt_tokens"] += result.prompt_tokens
             counts["completion_tokens"] += result.completion_tokens
+            self._needed += len(pending[key])
             for i in pending[key]:
                 contents[i] = answers.get(j)
-            if not result.ok:
+            if result.ok:
+                continue
+            counts["abstentions"] += len(pending[key])
+            if result.skipped:
+                skipped += 1
+                counts["abstentions_breaker"] += len(pending[key])
+            else:
                 failed += 1
-                reason = "abstentions_breaker" if result.skipped else "abstentions_error"
-                counts[reason] += len(pending[key])
-                last_error = last_error if result.skipped else result.error
+                counts["abstentions_error"] += len(pending[key])
+                self._last_failure = result
+        counts["calls_tried"] += len(keys) - skipped
+        counts["calls_failed"] += failed
+        counts["calls_skipped"] += skipped
         if client.breaker.is_open:
             counts["breaker_open"] = 1
-        if failed:
-            breaker = ("; the circuit breaker opened, the rest of the chunk abstains"
-                       if client.breaker.is_open else "")
+        if failed or skipped:
+            last = self._last_failure.error if self._last_failure is not None else "none"
+            breaker = (f"; the circuit breaker opened and skipped {skipped} more"
+                       if skipped else "")
             warnings.warn(
-                f"LLM provider '{self.name}': {failed} of {len(batch)} requests to "
-                f"{config.base_url} failed (last error: {last_error or 'breaker open'})"
-                f"{breaker}; those candidates abstain",
-                RuntimeWarning, stacklevel=3)
+                f"LLM provider '{self.name}': {failed} of {len(keys) - skipped} calls to "
+                f"{config.base_url} failed (last error: {last}){breaker}; those candidates "
+                "abstain", RuntimeWarning, stacklevel=4)
+
+    def _send(self, batch: list[Messages], *, structured: bool,
+              keep: Callable[[int, ChatResult], None] | None = None) -> list[ChatResult]:
+        """Send the batch with the structured-output form in use; where the server refuses
+        the form, fall back to the next one (once per run, with a warning) and resend.
+
+        While no request with the form in use has been answered, the first item goes
+        alone, so a refusing server sees one refused request, not a whole batch.
+        """
+        client, config = self._client, self.config
+        results: list[ChatResult | None] = [None] * len(batch)
+        todo = list(range(len(batch)))
+        probe = structured and not self._form_settled
+        while todo:
+            form = self.structured_output_used if structured else "none"
+            current = todo[:1] if probe and form != "none" else todo
+
+            def done(k: int, result: ChatResult, current: list[int] = current,
+                     form: str = form) -> None:
+                results[current[k]] = result
+                if result.ok:
+                    self._form_settled = self._form_settled or form != "none"
+                    if keep is not None:
+                        keep(current[k], result)
+
+            client.complete_many([batch[j] for j in current], temperature=config.temperature,
+                                 max_tokens=config.max_tokens,
+                                 response_format=response_format(form), on_result=done)
+            refused = [j for j in current if results[j].rejected]
+            for j in refused:
+                self._counts["format_rejections"] += 1
+                self._counts["requests"] += results[j].attempts
+            if refused and form == self.structured_output_used:
+                self._fall_back(form, results[refused[0]].error)
+            probe = probe and bool(refused)
+            todo = refused + [j for j in todo if j not in set(current)]
+        return results  # type: ignore[return-value]
+
+    def _fall_back(self, form: str, error: str) -> None:
+        following = next_form(form)
+        self.structured_output_used = following
+        self._form_settled = False
+        warnings.warn(f"LLM provider '{self.name}': {self.config.base_url} refused "
+                      f"structured_output '{form}' ({error}); using '{following}' for the "
+                      "rest of the run", RuntimeWarning, stacklevel=5)
+
+
+def candidate_names(context: MarketContext, candidates: Candidates) -> Callable[[int], str]:
+    """``where(i)``: candidate i as "SYMBOL at YYYY-MM-DD HH:MM UTC", for error lines."""
+    def where(i: int) -> str:
+        bar, asset = int(candidates.bar[i]), int(candidates.asset[i])
+        return f"{context.bars.symbols[asset]} at {format_time(int(context.bars.times[bar]))}"
+    return where
 
 
 def _read_api_key(config: LLMProviderConfig) -> str:
@@ -548,4 +522,10 @@ def _read_api_key(config: LLMProviderConfig) -> str:
     return value
 
 
+CONFIG_CLASS = LLMProviderConfig
 PROVIDER_CLASS = LLMProvider
+
+__all__ = ["COUNTERS", "CONFIG_CLASS", "DEFAULT_SYSTEM", "KIND", "PROVIDER_CLASS",
+           "RECENT_BARS", "REPLAY_MISS_MODES", "STRUCTURED_OUTPUTS", "TEMPLATE_FIELDS",
+           "TRANSPORT_FIELDS", "LLMProvider", "LLMProviderConfig", "PromptTemplate",
+           "parse_answer", "prompt_fields"]

@@ -12,55 +12,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from llm_kit import SYMBOLS, by_symbol, candidates, make_context, make_provider
 from llm_server import LLMTestServer, Reply, answer  # tests/llm_server.py
 
-from backtester.data.bars import Bars
+from backtester.config import load_config
 from backtester.errors import BtError, ConfigError
-from backtester.features import FEATURE_NAMES
-from backtester.providers.base import Candidates, MarketContext
 from backtester.providers.cache import ResponseCache, cache_key
 from backtester.providers.http import ChatClient, RateLimiter
 from backtester.providers.llm import (
     CONFIG_CLASS,
     KIND,
-    LLMProvider,
     LLMProviderConfig,
     PromptTemplate,
     parse_answer,
 )
-from backtester.regime import TRENDING
 
 REPO = Path(__file__).resolve().parents[2]
-
-SYMBOLS = ("BTCUSD", "ETHUSD", "SOLUSD")
-START_NS = np.datetime64("1987-10-19T09:30", "ns").astype(np.int64)
-MINUTES_15 = 15 * 60 * 10**9
-
-
-def make_context(n_bars: int = 30) -> MarketContext:
-    """Three assets with distinctive price levels: close[t, a] = 30000 + 1000 a + 12.34 t."""
-    t = np.arange(n_bars, dtype=np.float64)[:, None]
-    close = 30000.0 + 1000.0 * np.arange(3)[None, :] + 12.34 * t
-    bars = Bars(START_NS + MINUTES_15 * np.arange(n_bars, dtype=np.int64), SYMBOLS,
-                close - 1.0, close + 2.0, close - 3.0, np.ascontiguousarray(close),
-                np.full((n_bars, 3), 5.0), timeframe="15min")
-    features = np.full((n_bars, 3, len(FEATURE_NAMES)), 0.5)
-    features[:, :, FEATURE_NAMES.index("rsi14")] = 61.0
-    regimes = np.full((n_bars, 3), TRENDING, dtype=np.int8)
-    return MarketContext(bars, features, regimes)
-
-
-def candidates(*pairs: tuple[int, int]) -> Candidates:
-    return Candidates(np.array([p[0] for p in pairs], dtype=np.int64),
-                      np.array([p[1] for p in pairs], dtype=np.int32))
-
-
-def by_symbol(replies: dict[str, Reply]):
-    """A script answering by which symbol (or ASSET_<i>) the user prompt names."""
-    def script(body: dict, number: int) -> Reply:
-        prompt = body["messages"][-1]["content"]
-        return next(r for name, r in replies.items() if f"Asset: {name}\n" in prompt)
-    return script
 
 
 @pytest.fixture
@@ -68,14 +35,6 @@ def server():
     s = LLMTestServer().start()
     yield s
     s.stop()
-
-
-def make_provider(server_or_url, tmp_path: Path, **overrides) -> LLMProvider:
-    url = server_or_url if isinstance(server_or_url, str) else server_or_url.base_url
-    settings = dict(name="test_llm", base_url=url, model="test-model", timeout_s=2.0,
-                    max_retries=0, backoff_s=0.0, cache_mode="live")
-    settings.update(overrides)
-    return LLMProvider(LLMProviderConfig(**settings), tmp_path / "llm_cache")
 
 
 # --- config -----------------------------------------------------------------------------
@@ -87,6 +46,8 @@ def make_provider(server_or_url, tmp_path: Path, **overrides) -> LLMProvider:
     ("cache_mode", "offline"), ("replay_miss", "skip"), ("name", "a/b"),
     ("base_url", "ftp://x"), ("api_key_env", "sk-abc-123"), ("k_similar", -1),
     ("price_per_1k_prompt_tokens", -0.1), ("anonymize", 1), ("max_tokens", True),
+    ("structured_output", "yaml"), ("on_failure", "retry"), ("max_failure_rate", 1.5),
+    ("preflight", 1), ("role", "referee"),
 ])
 def test_config_out_of_range_value_raises_config_error_naming_the_field(field, value):
     # Arrange
@@ -97,21 +58,29 @@ def test_config_out_of_range_value_raises_config_error_naming_the_field(field, v
         LLMProviderConfig(**settings)
 
 
-def test_shipped_configs_declare_llm_tables_that_build_into_provider_configs():
+@pytest.mark.parametrize(("path", "expected"), [
+    ("configs/ollama.toml", 3), ("configs/openai.toml", 1), ("configs/debate.toml", 3)])
+def test_shipped_configs_load_with_llm_defaults_into_provider_configs(path, expected):
+    # Arrange / Act
     assert CONFIG_CLASS is LLMProviderConfig and KIND == "llm"
-    for path, expected in (("configs/ollama.toml", 3), ("configs/openai.toml", 1)):
-        data = tomllib.loads((REPO / path).read_text())
-        tables = {n: dict(t) for n, t in data["providers"].items() if t.get("kind") == "llm"}
-        assert len(tables) == expected, path
-        for name, table in tables.items():
-            table.pop("kind")
-            config = LLMProviderConfig(**table)
-            assert config.name == name
-            assert (REPO / config.prompt_template).is_file()
-        assert {"run", "data", "execution", "regime", "ensemble", "memory",
-                "strategies"} <= set(data), path
-    openai = tomllib.loads((REPO / "configs/openai.toml").read_text())["providers"]
-    assert [t["api_key_env"] for t in openai.values()] == ["OPENAI_API_KEY"]
+    config = load_config(REPO / path)
+    data = tomllib.loads((REPO / path).read_text())
+    # Assert: the LLM tables hold kind, model and what differs; the rest is [llm_defaults]
+    llms = [p for p in config.providers if isinstance(p, LLMProviderConfig)]
+    assert len(llms) == expected
+    assert "llm_defaults" in data and "base_url" in data["llm_defaults"]
+    for table in data["providers"].values():
+        assert len(table) <= 5 and {"kind", "model"} <= set(table), path
+    for provider in llms:
+        assert (REPO / provider.prompt_template).is_file()
+        assert provider.structured_output == "json_schema" and provider.on_failure == "stop"
+    assert {"run", "data", "execution", "regime", "ensemble", "memory",
+            "strategies"} <= set(data), path
+
+
+def test_openai_config_reads_its_key_from_openai_api_key():
+    config = load_config(REPO / "configs/openai.toml")
+    assert [p.api_key_env for p in config.providers] == ["OPENAI_API_KEY"]
 
 
 def test_missing_api_key_variable_raises_one_line_naming_the_variable(tmp_path, monkeypatch):
@@ -135,16 +104,24 @@ def test_replay_mode_needs_no_api_key(tmp_path, monkeypatch):
     '{"action": "buy", "confidence": 0.7, "reasoning": "up"}',
     '```json\n{"action": "buy", "confidence": 0.7, "reasoning": "up"}\n```',
     'Sure, here is my view:\n{"action": "BUY", "confidence": 0.7, "reasoning": "up"} ok',
+    '{"Action": " Sell ", "confidence": "0.7", "reasoning": "up"}',
+    '{"action": "hold", "confidence": "70%", "reasoning": "up"}',
+    '{"action": "Buy", "confidence": 70, "reasoning": "up"}',
+    "```\n{'action': 'buy', 'confidence': 0.7, 'reasoning': 'single quotes'}\n```",
 ])
-def test_parse_answer_accepts_plain_fenced_and_prefixed_json(content):
-    assert parse_answer(content) == (1, 0.7, "up")
+def test_parse_answer_accepts_plain_fenced_prefixed_and_loose_json(content):
+    # action in any case and with spaces; confidence as 0.7, "0.7", "70%" or 70 (percent)
+    vote, confidence, reasoning = parse_answer(content)
+    assert vote in (-1, 0, 1) and confidence == pytest.approx(0.7)
+    assert reasoning in ("up", "")
 
 
 @pytest.mark.parametrize("content", [
     "I would buy.", '{"action": "buy", "confidence": 0.7', '{"action": "short", "confidence": 0.5}',
-    '{"action": "sell", "confidence": 1.5}', '{"action": "sell", "confidence": -0.1}',
-    '{"action": "sell", "confidence": "0.5"}', '{"action": "sell", "confidence": NaN}',
+    '{"action": "sell", "confidence": 150}', '{"action": "sell", "confidence": -0.1}',
+    '{"action": "sell", "confidence": "high"}', '{"action": "sell", "confidence": NaN}',
     '{"action": "sell", "confidence": true}', '{"action": "sell"}', '["buy", 0.5]', "",
+    "Action: buy with high confidence",
 ])
 def test_parse_answer_rejects_malformed_answers(content):
     assert parse_answer(content) is None
@@ -258,12 +235,22 @@ def test_breaker_opens_after_n_failures_and_later_candidates_make_no_request(ser
 def test_concurrency_never_exceeds_max_concurrency(tmp_path):
     # The server holds each request until 4 are in flight at once (or 2 s pass), then
     # 50 ms more, so a client sending more than 4 at once would show more in flight.
+    # No structured output: its first request of a run goes alone (a probe for the form).
     with LLMTestServer(gate=4, latency_s=0.05) as server:
-        provider = make_provider(server, tmp_path, max_concurrency=4)
+        provider = make_provider(server, tmp_path, max_concurrency=4, structured_output="none")
         votes = provider.vote(make_context(), candidates(*[(20 + i, i % 3) for i in range(9)]
                                                          + [(29, 0), (29, 1), (29, 2)]))
     assert server.request_count == 12 and server.max_in_flight == 4
     assert votes.reasoning == ("default answer",) * 12
+
+
+def test_server_with_n_slots_serves_at_most_n_of_the_requests_in_flight(tmp_path):
+    # Eight requests are held until all are in flight; two slots then serve them in turns.
+    with LLMTestServer(gate=8, latency_s=0.02, slots=2) as server:
+        provider = make_provider(server, tmp_path, max_concurrency=8, structured_output="none")
+        votes = provider.vote(make_context(), candidates(*[(20 + i, 0) for i in range(8)]))
+    assert server.max_in_flight == 8 and server.max_serving == 2
+    assert not votes.abstained.any()
 
 
 def test_cost_is_tokens_times_prices_and_cache_hits_cost_nothing(server, tmp_path):
@@ -310,8 +297,9 @@ def test_record_then_replay_gives_identical_votes_with_zero_requests(server, tmp
 
 def test_replay_miss_abstains_and_is_counted(tmp_path):
     provider = make_provider("http://127.0.0.1:9/v1", tmp_path, cache_mode="replay")
-    votes = provider.vote(make_context(), candidates((20, 0), (21, 1)))
-    assert votes.vote.tolist() == [0, 0]
+    with pytest.warns(RuntimeWarning, match="2 of 2 candidates not in the cache .*empty"):
+        votes = provider.vote(make_context(), candidates((20, 0), (21, 1)))
+    assert votes.vote.tolist() == [0, 0] and votes.abstained.tolist() == [True, True]
     report = provider.report()
     assert (report["cache_misses"], report["abstentions_replay_miss"], report["requests"]) == (
         2, 2, 0)
@@ -370,8 +358,11 @@ def test_cache_key_depends_on_every_part_of_the_request():
     assert base == cache_key("a", "m", [{"content": "p", "role": "user"}], 0.0, 10)
     others = {cache_key("b", "m", messages, 0.0, 10), cache_key("a", "n", messages, 0.0, 10),
               cache_key("a", "m", [{"role": "user", "content": "q"}], 0.0, 10),
-              cache_key("a", "m", messages, 0.5, 10), cache_key("a", "m", messages, 0.0, 11)}
-    assert base not in others and len(others) == 5
+              cache_key("a", "m", messages, 0.5, 10), cache_key("a", "m", messages, 0.0, 11),
+              cache_key("a", "m", messages, 0.0, 10, structured_output="json_schema"),
+              cache_key("a", "m", messages, 0.0, 10, structured_output="json_object")}
+    assert base not in others and len(others) == 7
+    assert base == cache_key("a", "m", messages, 0.0, 10, structured_output="none")
 
 
 # --- secrecy and prompts ----------------------------------------------------------------

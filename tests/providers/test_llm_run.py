@@ -75,8 +75,10 @@ def test_record_then_replay_then_live_give_the_same_decisions(server, tmp_path):
     assert recorded_requests > 50
     summary, trades = _results(tmp_path, "record")
     usage = summary["llm"]["providers"]["local_llm"]
-    assert usage["requests"] == recorded_requests == usage["cache_misses"]
-    assert usage["cost"] == pytest.approx(recorded_requests * (100 * 0.5 + 20 * 1.5) / 1000)
+    # one more request: the preflight's, before the first chunk (not part of any chunk)
+    assert usage["requests"] + 1 == recorded_requests == usage["cache_misses"] + 1
+    assert usage["cost"] == pytest.approx((recorded_requests - 1) * (100 * 0.5 + 20 * 1.5)
+                                          / 1000)
     assert summary["llm"]["cost_per_trade"] == pytest.approx(summary["llm"]["cost"] / len(trades))
     assert "LLM providers" in record.output and "LLM cost" in record.output
     # the LLM's votes are in the outcomes it traded on
@@ -91,7 +93,7 @@ def test_record_then_replay_then_live_give_the_same_decisions(server, tmp_path):
     replayed, replay_trades = _results(tmp_path, "replay")
     pd.testing.assert_frame_equal(replay_trades, trades)
     assert replayed["overall"] == summary["overall"]
-    assert replayed["llm"]["providers"]["local_llm"]["cache_hits"] == recorded_requests
+    assert replayed["llm"]["providers"]["local_llm"]["cache_hits"] == recorded_requests - 1
     assert replayed["llm"]["cost"] == 0.0
 
     # live: asks again (no cache), and the deterministic server gives the same decisions
@@ -103,12 +105,23 @@ def test_record_then_replay_then_live_give_the_same_decisions(server, tmp_path):
     pd.testing.assert_frame_equal(live_trades, trades)
 
 
-def test_an_unreachable_endpoint_does_not_crash_the_run(tmp_path):
+def test_an_unreachable_endpoint_stops_the_run_before_any_chunk_in_one_line(tmp_path):
     config = _config(tmp_path / "down.toml", "http://127.0.0.1:9/v1", "live", tmp_path)
     result = _run(tmp_path, config, "down")
+    assert result.exit_code == 1, result.output
+    assert "the server is not reachable at http://127.0.0.1:9/v1" in result.output
+    assert "Traceback" not in result.output
+    assert not list((tmp_path / "down").glob("outcome_*.json"))
+
+
+def test_an_unreachable_endpoint_abstains_when_the_policy_says_so(tmp_path):
+    config = _config(tmp_path / "down.toml", "http://127.0.0.1:9/v1", "live", tmp_path)
+    config.write_text(config.read_text() + 'on_failure = "abstain"\npreflight = false\n')
+    result = _run(tmp_path, config, "down")
     assert result.exit_code == 0, result.output
-    assert "127.0.0.1:9" in result.output  # one warning line naming the endpoint
+    assert "127.0.0.1:9" in result.output  # warning lines naming the endpoint
     summary, _ = _results(tmp_path, "down")
     usage = summary["llm"]["providers"]["local_llm"]
     assert usage["abstentions_error"] + usage["abstentions_breaker"] > 0
+    assert usage["calls_tried"] + usage["calls_skipped"] == usage["abstentions"]
     assert "Traceback" not in result.output
