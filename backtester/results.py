@@ -18,7 +18,6 @@ from backtester.data.bars import Bars
 from backtester.engine.records import EXIT_REASON_NAMES
 from backtester.errors import MemoryStoreError
 from backtester.memory.io import atomic_write_bytes
-from backtester.providers import provider_kind
 from backtester.regime import REGIME_NAMES
 
 
@@ -35,6 +34,7 @@ class ChunkResult:
     weights: dict[str, Any] = field(default_factory=dict)  # Weights.as_dict() used
     learning: dict[str, Any] = field(default_factory=dict)  # hit rates, memory vote, reports
     books: dict[str, Any] = field(default_factory=dict)  # figures per book, attribution
+    usage: dict[str, Any] = field(default_factory=dict)  # provider -> telemetry (LLM calls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ def result_fields(result: ChunkResult) -> dict[str, Any]:
     """The JSON-ready figures of a chunk result (what a part keeps beside its arrays)."""
     return {"candidates": result.candidates, "decisions": result.decisions,
             "metrics": result.metrics, "weights": result.weights, "learning": result.learning,
-            "books": result.books}
+            "books": result.books, "usage": result.usage}
 
 
 def write_part(run_dir: Path, chunk: Chunk, part: dict[str, Any]) -> None:
@@ -143,24 +143,21 @@ def json_ready(value: Any) -> Any:
 
 
 def llm_usage(result: RunResult) -> dict[str, Any]:
-    """LLM providers' counters summed over the chunks, with cost per chunk and per trade.
-
-    Numeric counters are summed; other report values (the structured-output form used,
-    sample answers) keep their last value.
-    """
-    names = [p.name for p in result.config.providers if provider_kind(p) == "llm"]
-    reported = {n for c in result.chunks for n in c.learning.get("provider_reports", {})}
-    names += sorted(n for n in reported - set(names) if n == "debate")
+    """What the LLM providers' calls took, over the chunks: each provider's telemetry
+    (requests, cache hits, tokens, cost ...) and result counters (abstentions by reason)
+    summed, text values (the structured-output form used, sample answers) as last
+    reported; the cost per chunk and per trade. {} without LLM providers."""
+    names = list(dict.fromkeys(n for c in result.chunks for n in c.usage))
     if not names:
         return {}
     providers: dict[str, dict[str, Any]] = {n: {} for n in names}
     per_chunk = {}
     for c in result.chunks:
-        reports = c.learning.get("provider_reports", {})
-        per_chunk[c.chunk.label] = sum(reports.get(n, {}).get("cost", 0.0) or 0.0
+        per_chunk[c.chunk.label] = sum(c.usage.get(n, {}).get("cost", 0.0) or 0.0
                                        for n in names)
+        reports = c.learning.get("provider_reports", {})
         for name in names:
-            for key, value in reports.get(name, {}).items():
+            for key, value in {**reports.get(name, {}), **c.usage.get(name, {})}.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     providers[name][key] = providers[name].get(key, 0) + value
                 elif value not in (None, [], ""):
@@ -207,18 +204,23 @@ def run_summary(result: RunResult) -> dict[str, Any]:
             for c in result.chunks
         ],
         "providers": providers,
-        "llm": llm_usage(result),
         "books": result.books,
         "overall": result.metrics,
     })
 
 
 def write_run(result: RunResult) -> RunResult:
-    """Write metrics.json, trades/equity/books/prices parquet and config.toml."""
+    """Write metrics.json, trades/equity/books/prices parquet, config.toml and, with LLM
+    providers, llm_usage.json (how the answers were obtained: the one output a record run
+    and its replay differ in, besides the cache mode in config.toml)."""
     out = result.out_dir
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "metrics.json",
                        orjson.dumps(run_summary(result), option=orjson.OPT_INDENT_2))
+    usage = llm_usage(result)
+    if usage:
+        atomic_write_bytes(out / "llm_usage.json",
+                           orjson.dumps(json_ready(usage), option=orjson.OPT_INDENT_2))
     tables = {"trades": result.trades, "equity": result.equity, "books": result.book_equity,
               "prices": result.prices}
     for name, table in tables.items():

@@ -272,7 +272,8 @@ class WalkForward:
     def preflight(self) -> dict[str, dict[str, Any]]:
         """Check every provider that can be checked (an LLM endpoint answers a real
         request); raises ProviderError with the server's own reason, before any chunk."""
-        return {p.name: p.preflight() for p in self.providers if hasattr(p, "preflight")}
+        return {p.name: p.preflight(self.context) for p in self.providers
+                if hasattr(p, "preflight")}
 
     def plan(self, chunks: list[Chunk]) -> dict[str, Any]:
         """Candidates per remaining chunk, and per provider that calls out: the calls the
@@ -347,15 +348,14 @@ class WalkForward:
                                      config.ensemble.threshold)
         # what each provider reports for the chunk: its prepare figures (e.g. training
         # accuracy) and its counters after voting (e.g. LLM requests, cache hits, cost)
-        learned["provider_reports"] = {p.name: {**reports[p.name], **p.report()}
-                                       for p in self.providers}
+        learned["provider_reports"], usage = self._reports(reports)
         if failures:
             learned["provider_failures"] = failures
         learned["size_multiplier"] = decided.size_multiplier
         result = ChunkResult(chunk, self._time(chunk.start), self._time(chunk.stop - 1),
                              len(decided.candidates),
                              int(np.count_nonzero(decided.decisions.direction)),
-                             metrics, decided.weights.as_dict(), learned, book_result)
+                             metrics, decided.weights.as_dict(), learned, book_result, usage)
         part = {"equity": sim.equity, "open_positions": sim.open_positions,
                 "trades": sim.trades, "books": books, "result": result_fields(result)}
         if run_dir is not None:
@@ -366,6 +366,20 @@ class WalkForward:
         run.parts.append(part)
         run.done.append(result)
         notify("done")
+
+    def _reports(self, prepared: dict[str, dict[str, Any]]
+                 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """Each provider's chunk report (its prepare figures and its counters after voting)
+        split into results, which the memory keeps, and telemetry (how an LLM's answers
+        were obtained), which only the run's llm_usage.json keeps."""
+        results, usage = {}, {}
+        for p in self.providers:
+            report = {**prepared[p.name], **p.report()}
+            telemetry = p.usage(report) if hasattr(p, "usage") else {}
+            results[p.name] = {k: v for k, v in report.items() if k not in telemetry}
+            if telemetry:
+                usage[p.name] = telemetry
+        return results, usage
 
     def _candidates(self, chunk: Chunk) -> Candidates:
         mask = np.zeros((chunk.stop - chunk.start, self.bars.n_assets), dtype=bool)
@@ -417,9 +431,7 @@ class WalkForward:
             reason = p.chunk_failure() if hasattr(p, "chunk_failure") else None
             if not reason:
                 continue
-            policy = getattr(p, "on_failure", None) or getattr(
-                getattr(p, "config", None), "on_failure", "stop")
-            if policy == "stop":
+            if getattr(p, "on_failure", "stop") == "stop":
                 if self.writes:
                     kept = (f"the memory stays at {run.done[-1].chunk.label}" if run.done
                             else "the memory stays as it was before this run")
@@ -510,7 +522,8 @@ class WalkForward:
         return RunResult(run.run_id, self.config, run.done, metrics,
                          trades_frame(trades, self.bars, self.context.regimes), frame, None,
                          self.bars.symbols,
-                         run.stats["providers"] if self.memory is not None else {},
+                         {n: run.stats["providers"][n] for n in self.names  # vote order
+                          if n in run.stats["providers"]} if self.memory is not None else {},
                          books, pd.DataFrame({"time": times, **book_equity}), prices,
                          mode, run.in_sample)
 
@@ -590,12 +603,13 @@ def plan_line(plan: dict[str, Any], preflight: dict[str, dict[str, Any]],
         if p.name not in plan["providers"]:
             continue
         counts = plan["providers"][p.name]
-        new = max(counts["calls"] - counts["cached"], 0)
+        new = counts["calls"]  # calls to make: cached answers are not counted in it
         latency = preflight.get(p.name, {}).get("latency_s")
-        slots = getattr(getattr(p, "config", None), "max_concurrency", 1) or 1
+        slots = getattr(p, "max_concurrency", 1) or 1
         eta = (f", ~{_duration(new * latency / slots)} at {slots} in flight"
                if latency is not None and new else "")
-        parts.append(f"{p.name} {counts['calls']:,} calls ({counts['cached']:,} cached{eta})")
+        parts.append(f"{p.name}: {new:,} calls to make{eta}, {counts['cached']:,} answers "
+                     f"cached")
     calls = "; ".join(parts) if parts else "no provider calls out"
     return f"{plan['candidates']:,} candidates in {len(plan['chunks'])} chunks; {calls}"
 

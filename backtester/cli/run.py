@@ -205,7 +205,7 @@ def _render_plan(cfg) -> None:
     table.add_column("chunk")
     table.add_column("candidates", justify="right")
     for name in callers:
-        table.add_column(f"{name} calls (cached)", justify="right")
+        table.add_column(f"{name}: calls to make (cached)", justify="right")
     for c in plan["chunks"]:
         table.add_row(c["label"], fmt(c["candidates"], "int"),
                       *(f"{c['providers'][n]['calls']:,} ({c['providers'][n]['cached']:,})"

@@ -21,7 +21,7 @@ import numpy as np
 from backtester.errors import ConfigError
 from backtester.providers.base import Candidates, MarketContext, Provider, Similar, Votes
 from backtester.providers.http import Messages
-from backtester.providers.llm import COUNTERS, LLMProvider, candidate_names
+from backtester.providers.llm import COUNTERS, LLMProvider, candidate_names, usage_of
 
 ROLE_ORDER = ("bull", "bear", "judge")
 DEBATE_NAME = "debate"
@@ -102,6 +102,8 @@ class DebateProvider:
         reasoning = tuple(_reasoning(bull[i], bear[i], votes.reasoning[i])
                           for i in range(len(candidates)))
         return Votes(votes.vote, votes.confidence, reasoning, votes.abstained)
+
+    usage = staticmethod(usage_of)  # the runner keeps these out of the results
 
     def report(self) -> dict[str, Any]:
         """Every counter summed over the three members (``cost`` included), the debate's

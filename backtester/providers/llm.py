@@ -78,11 +78,23 @@ COUNTERS = (
     "prompt_tokens",  # tokens of live calls only: cache hits cost nothing
     "completion_tokens",
 )
+# How answers were obtained (network or cache): a record run and its replay differ here
+# and nowhere else, so these are run telemetry (runs/<id>/llm_usage.json), never results
+# (the memory folder and metrics.json). A debate reports them per role too (bull_requests).
+USAGE_COUNTERS = ("requests", "calls_tried", "cache_hits", "cache_misses",
+                  "format_rejections", "timeouts", "retries", "rate_limited", "prompt_tokens",
+                  "completion_tokens", "cost", "structured_output_used")
 MAX_SAMPLES = 3  # malformed answers kept per chunk in report()["sample_malformed"]
 PLACEHOLDER_ARGUMENT = (  # a debate argument of realistic length, for a preflight prompt
     "The close sits above the 20- and 50-bar averages with RSI in the mid fifties, MACD "
     "above its signal and volume above its mean; similar past situations mostly reached "
     "their target. The risk is a fading move in a ranging market.")
+
+
+def usage_of(report: dict[str, Any]) -> dict[str, Any]:
+    """The telemetry in a provider's ``report()`` (``USAGE_COUNTERS``, also per role)."""
+    return {key: value for key, value in report.items()
+            if key in USAGE_COUNTERS or key.partition("_")[2] in USAGE_COUNTERS}
 
 
 class LLMProvider:
@@ -162,6 +174,8 @@ class LLMProvider:
         if self._client is not None:
             self._client.breaker.reset()
         return {}
+
+    usage = staticmethod(usage_of)  # the runner keeps these out of the results
 
     def report(self) -> dict[str, Any]:
         """The chunk's counters (see ``COUNTERS``) and ``cost`` of its live calls, as

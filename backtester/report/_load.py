@@ -59,6 +59,13 @@ def load_run(folder: Path) -> Run:
     if not isinstance(summary, dict):
         raise DataError(f"{path} must hold a JSON object, was {type(summary).__name__}; "
                         "re-run the backtest to rewrite it")
+    usage = folder / "llm_usage.json"  # LLM telemetry lives beside metrics.json
+    if usage.is_file() and "llm" not in summary:
+        try:
+            summary["llm"] = orjson.loads(usage.read_bytes())
+        except orjson.JSONDecodeError as e:
+            raise DataError(f"{usage} is not valid JSON ({e}); re-run the backtest to "
+                            "rewrite it") from None
     trades = _read_table(folder / "trades.parquet", TRADE_COLUMNS)
     equity = _read_table(folder / "equity.parquet", EQUITY_COLUMNS)
     config_path = folder / "config.toml"

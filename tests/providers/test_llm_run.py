@@ -60,8 +60,11 @@ def _run(tmp: Path, config: Path, name: str):
 
 
 def _results(tmp: Path, name: str) -> tuple[dict, pd.DataFrame]:
+    """metrics.json with the run's LLM telemetry (llm_usage.json) as "llm", and the trades."""
     run_dir = next((tmp / "runs" / name).iterdir())
     summary = orjson.loads((run_dir / "metrics.json").read_bytes())
+    assert "llm" not in summary  # telemetry is not a result
+    summary["llm"] = orjson.loads((run_dir / "llm_usage.json").read_bytes())
     trades = pd.read_parquet(run_dir / "trades.parquet").drop(columns=["decision_id"])
     return summary, trades
 
