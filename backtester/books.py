@@ -205,16 +205,16 @@ def summarise(parts: dict[str, list[BookChunk]], chunks: list[tuple[str, dict[st
     Overall figures per book, learned - equal weight and the regret to the best single
     provider, the regime breakdown of every book's trades, whether learning beat equal
     weights by more than noise (probabilistic Sharpe ratio of ``learned``, stationary
-    block bootstrap of the daily return difference; evaluation.py), and ``learned``
+    block bootstrap of the daily return difference: evaluation.py), and ``learned``
     against ``buy_and_hold`` (alpha, beta, information ratio, correlation).
     """
     from backtester.evaluation import (
         benchmark_relative,
         bootstrap_difference,
-        daily_returns,
         probabilistic_sharpe_ratio,
         significance_sentence,
     )
+    from backtester.returns import daily_returns
 
     cash = config.run.initial_cash
     equity, overall, by_regime = {}, {}, {}

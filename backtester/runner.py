@@ -25,7 +25,6 @@ from backtester import learning
 from backtester.books import LEARNED, BookChunk, Books, attribution, chunk_figures
 from backtester.chunks import Chunk, plan_chunks
 from backtester.config import Config
-from backtester.data import embedded_bars, load_bars, parse_timeframe, resample, select_range
 from backtester.data.bars import Bars
 from backtester.engine import EngineState, simulate
 from backtester.ensemble import (
@@ -38,11 +37,12 @@ from backtester.ensemble import (
     provider_scores,
 )
 from backtester.errors import ConfigError, MemoryStoreError, ProviderError
-from backtester.features import WARMUP_BARS, compute_features
+from backtester.features import compute_features
+from backtester.market import load_market, period_bounds, volatility, warmup_bars
 from backtester.metrics import compute_metrics, periods_per_year
 from backtester.providers import build_provider
 from backtester.providers.base import Candidates, MarketContext, Provider, Votes
-from backtester.regime import compute_regimes, log_return_volatility_1d_nb, regime_warmup
+from backtester.regime import compute_regimes
 from backtester.report import write_report
 from backtester.results import (
     ChunkResult,
@@ -62,60 +62,6 @@ ProgressCallback = Callable[[Chunk, str], None]
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def period_bounds(config: Config) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """The traded period [start, end) in UTC, from run.start/end or run.year."""
-    run = config.run
-    if run.start is not None and run.end is not None:
-        try:
-            start, end = (_utc(pd.Timestamp(run.start)), _utc(pd.Timestamp(run.end)))
-        except ValueError as e:
-            raise ConfigError(f"run.start/run.end must be ISO dates, was {run.start!r}, "
-                              f"{run.end!r} ({e})") from None
-        if end <= start:
-            raise ConfigError(f"run.end must be after run.start, was {run.start} .. {run.end}")
-        return start, end
-    if run.year is None:
-        raise ConfigError("run.year is not set; pass --year or --start/--end")
-    return pd.Timestamp(f"{run.year}-01-01", tz="UTC"), pd.Timestamp(f"{run.year + 1}-01-01",
-                                                                      tz="UTC")
-
-
-def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
-def warmup_bars(config: Config) -> int:
-    """Bars loaded before the period: every feature and regime defined at its start, and
-    the training history the ML providers ask for (train_bars + horizon)."""
-    history = [getattr(p, "train_bars", 0) + getattr(p, "horizon", 0) for p in config.providers]
-    return max([WARMUP_BARS, regime_warmup(config.regime), *history])
-
-
-def load_market(config: Config) -> tuple[Bars, int]:
-    """Bars for the period plus warm-up, resampled; and the index of the first traded bar."""
-    start, end = period_bounds(config)
-    data, warmup = config.data, warmup_bars(config)
-    step = parse_timeframe(data.timeframe)
-    if data.path:
-        bars = load_bars(data.path, symbols=list(data.symbols) or None, tz=data.tz)
-        source = data.path
-    else:
-        from backtester.data.generator import GENERATOR_EPOCH
-
-        first = max((start - step * (warmup + 1)).floor("D"), GENERATOR_EPOCH)
-        bars = embedded_bars(first, end, data.symbols, data.seed, data.cache_dir)
-        source = "embedded market"
-    if parse_timeframe(bars.timeframe) < step:  # coarser data than asked is used as it is
-        bars = resample(bars, data.timeframe)
-    bars, first = select_range(bars, start, end, warmup, source)
-    if first < warmup:
-        warnings.warn(
-            f"{source}: only {first} bars before {start:%Y-%m-%d}, {warmup} wanted; features, "
-            f"regimes or model training are undefined or short for the first bars of the "
-            f"period: load earlier data, or lower regime.percentile_window", stacklevel=2)
-    return bars, first
-
-
 def build_providers(config: Config) -> list[Provider]:
     """Rule strategies, then [providers.<name>] (ML, LLM), in config order; in debate
     mode the bull, bear and judge LLMs become one debate provider."""
@@ -127,13 +73,6 @@ def build_providers(config: Config) -> list[Provider]:
 
         built = assemble(built, config.ensemble)
     return strategies + built
-
-
-def volatility(bars: Bars, window: int) -> np.ndarray:
-    """Rolling std of log returns per asset (the regime's volatility), (n_bars, n_assets)."""
-    return np.column_stack([log_return_volatility_1d_nb(bars.close[:, j], window)
-                            for j in range(bars.n_assets)])
-
 
 
 # ---------------------------------------------------------------- the loop

@@ -13,20 +13,22 @@ from scipy import integrate, stats
 from backtester.engine.records import trade_dt
 from backtester.evaluation import (
     BENCHMARK_KEYS,
-    DAY_NS,
     DIFFERENCE_KEYS,
     benchmark_relative,
     bootstrap_difference,
-    daily_returns,
     deflated_sharpe_ratio,
-    drawdown_periods,
     expected_maximum_sharpe,
-    monthly_returns,
     probabilistic_sharpe_ratio,
     probabilistic_sharpe_ratio_from_moments,
-    rolling_sharpe,
     significance_sentence,
     stationary_bootstrap_indices,
+)
+from backtester.returns import (
+    DAY_NS,
+    daily_returns,
+    drawdown_periods,
+    monthly_returns,
+    rolling_sharpe,
 )
 from backtester.metrics import compute_metrics
 

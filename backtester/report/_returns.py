@@ -1,5 +1,5 @@
 """How the returns were spread: monthly returns, rolling Sharpe ratio, the distribution of
-trade returns, and the worst drawdowns (calendar views from `backtester.evaluation`)."""
+trade returns, and the worst drawdowns (calendar views from `backtester.returns`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from backtester.evaluation import drawdown_periods, monthly_returns, rolling_sharpe
+from backtester.returns import drawdown_periods, monthly_returns, rolling_sharpe
 from backtester.metrics import periods_per_year
 from backtester.report._format import (
     absent,

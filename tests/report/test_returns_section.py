@@ -19,7 +19,7 @@ from report.report_kit import (
     parse,
 )
 
-from backtester.evaluation import drawdown_periods, monthly_returns
+from backtester.returns import drawdown_periods, monthly_returns
 from backtester.metrics import periods_per_year
 from backtester.report import MAX_CHART_POINTS, NOT_RECORDED, render_report
 

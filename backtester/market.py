@@ -1,0 +1,76 @@
+"""The market a run trades: its period, the bars loaded for it with their warm-up, and
+the regime's volatility per bar."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from backtester.config import Config
+from backtester.data import embedded_bars, load_bars, parse_timeframe, resample, select_range
+from backtester.data.bars import Bars
+from backtester.errors import ConfigError
+from backtester.features import WARMUP_BARS
+from backtester.regime import log_return_volatility_1d_nb, regime_warmup
+
+
+def period_bounds(config: Config) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The traded period [start, end) in UTC, from run.start/end or run.year."""
+    run = config.run
+    if run.start is not None and run.end is not None:
+        try:
+            start, end = (_utc(pd.Timestamp(run.start)), _utc(pd.Timestamp(run.end)))
+        except ValueError as e:
+            raise ConfigError(f"run.start/run.end must be ISO dates, was {run.start!r}, "
+                              f"{run.end!r} ({e})") from None
+        if end <= start:
+            raise ConfigError(f"run.end must be after run.start, was {run.start} .. {run.end}")
+        return start, end
+    if run.year is None:
+        raise ConfigError("run.year is not set; pass --year or --start/--end")
+    return pd.Timestamp(f"{run.year}-01-01", tz="UTC"), pd.Timestamp(f"{run.year + 1}-01-01",
+                                                                      tz="UTC")
+
+
+def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def warmup_bars(config: Config) -> int:
+    """Bars loaded before the period: every feature and regime defined at its start, and
+    the training history the ML providers ask for (train_bars + horizon)."""
+    history = [getattr(p, "train_bars", 0) + getattr(p, "horizon", 0) for p in config.providers]
+    return max([WARMUP_BARS, regime_warmup(config.regime), *history])
+
+
+def load_market(config: Config) -> tuple[Bars, int]:
+    """Bars for the period plus warm-up, resampled; and the index of the first traded bar."""
+    start, end = period_bounds(config)
+    data, warmup = config.data, warmup_bars(config)
+    step = parse_timeframe(data.timeframe)
+    if data.path:
+        bars = load_bars(data.path, symbols=list(data.symbols) or None, tz=data.tz)
+        source = data.path
+    else:
+        from backtester.data.generator import GENERATOR_EPOCH
+
+        first = max((start - step * (warmup + 1)).floor("D"), GENERATOR_EPOCH)
+        bars = embedded_bars(first, end, data.symbols, data.seed, data.cache_dir)
+        source = "embedded market"
+    if parse_timeframe(bars.timeframe) < step:  # coarser data than asked is used as it is
+        bars = resample(bars, data.timeframe)
+    bars, first = select_range(bars, start, end, warmup, source)
+    if first < warmup:
+        warnings.warn(
+            f"{source}: only {first} bars before {start:%Y-%m-%d}, {warmup} wanted; features, "
+            f"regimes or model training are undefined or short for the first bars of the "
+            f"period: load earlier data, or lower regime.percentile_window", stacklevel=2)
+    return bars, first
+
+
+def volatility(bars: Bars, window: int) -> np.ndarray:
+    """Rolling std of log returns per asset (the regime's volatility), (n_bars, n_assets)."""
+    return np.column_stack([log_return_volatility_1d_nb(bars.close[:, j], window)
+                            for j in range(bars.n_assets)])
