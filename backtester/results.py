@@ -172,7 +172,7 @@ def run_summary(result: RunResult) -> dict[str, Any]:
     """What metrics.json holds: the run, each chunk, the learned weights, overall metrics,
     the counterfactual books."""
     from backtester.ensemble import provider_credit
-    from backtester.runner import period_bounds
+    from backtester.market import period_bounds
 
     start, end = period_bounds(result.config)
     credit = provider_credit({"providers": result.providers})

@@ -42,7 +42,7 @@ from backtester.providers.base import Candidates, MarketContext  # noqa: E402
 from backtester.providers.llm import LLMProvider, LLMProviderConfig  # noqa: E402
 from backtester.providers.prompts import placeholder_similar  # noqa: E402
 from backtester.regime import compute_regimes  # noqa: E402
-from backtester.runner import load_market  # noqa: E402
+from backtester.market import load_market  # noqa: E402
 from strategies import STRATEGY_REGISTRY  # noqa: E402
 
 MODEL = "smollm2"

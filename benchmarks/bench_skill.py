@@ -38,7 +38,7 @@ from backtester.ensemble import equal_weights, provider_scores
 from backtester.features import compute_features
 from backtester.providers.base import Candidates, MarketContext
 from backtester.regime import RANGING, TRENDING, VOLATILE, compute_regimes
-from backtester.runner import load_market
+from backtester.market import load_market
 from strategies import STRATEGY_REGISTRY, Strategy
 
 ROOT = Path(__file__).resolve().parents[1]
