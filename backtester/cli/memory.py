@@ -116,11 +116,12 @@ def inspect(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
         console.print(f"unfinished run {run['run_id']}: {run['chunks_done']} of "
                       f"{run['chunks_total']} chunks (bt run --resume continues it)",
                       highlight=False, markup=False)
-    providers = Table(title="providers (trades: voted with / against / no opinion)",
-                      title_justify="left")
-    for name in ("provider", "votes", "hit rate", "avg shadow return", "abstained",
-                 "trades with", "against", "no opinion", "win rate with", "weight"):
-        providers.add_column(name, justify="left" if name == "provider" else "right")
+    providers = Table(title="providers (trades voted with / against / no opinion; won: win "
+                      "rate of those with)", title_justify="left")
+    for name in ("provider", "votes", "hit rate", "avg return", "abstained", "with",
+                 "against", "no opinion", "won", "weight"):
+        providers.add_column(name, justify="left" if name == "provider" else "right",
+                             no_wrap=name == "provider")
     for name, row in data["providers"].items():
         credit = data["credit"][name]
         providers.add_row(name, fmt(row["votes"], "int"), fmt(credit["hit_rate"], "rate"),
