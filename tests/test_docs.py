@@ -42,3 +42,17 @@ def test_readme_chunk_kinds_match_the_config():
     from backtester.config import CHUNK_KINDS
 
     assert "|".join(CHUNK_KINDS) + "|N" in README
+
+
+def test_readme_lists_every_option_of_bt_run():
+    import click
+    import typer.main
+
+    from backtester.cli import app
+
+    command = typer.main.get_command(app).commands["run"]
+    options = [o for p in command.params if isinstance(p, click.Option) for o in p.opts
+               if o.startswith("--") and o != "--help"]
+    assert "--dry-run" in options and "--memory-mode" in options
+    block = README[README.index("bt run [--year"):README.index("bt report")]
+    assert [o for o in options if o not in block] == []
