@@ -498,7 +498,7 @@ def run_backtest(
         loop = WalkForward(config, bars, first, memory, progress, providers)
         run = loop.begin(resume=resume, in_sample=in_sample, run_id=run_id)
         latency = loop.preflight()
-        if notice is not None and latency:
+        if notice is not None and any(hasattr(p, "plan") for p in loop.providers):
             notice(plan_line(loop.plan(loop.chunks[len(run.done):]), latency,
                               loop.providers))
         run_dir = Path(config.run.out_dir) / run.run_id
