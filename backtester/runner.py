@@ -137,6 +137,11 @@ class WalkForward:
         """
         start, end = self._period()
         active = self.memory.store.run_state() if self.writes else None
+        if active is not None and not RUN_ID.fullmatch(str(active.get("run_id"))):
+            raise MemoryStoreError(  # a folder from someone else never points bt elsewhere
+                f"{self.config.memory.dir}/manifest.json: the unfinished run's id "
+                f"{str(active.get('run_id'))[:40]!r} is not a run folder name; start over "
+                "with --fresh")
         if resume and active is not None:
             if (active["start"], active["end"], active["chunk_kind"]) != (
                     start.isoformat(), end.isoformat(), self.config.run.chunk):

@@ -198,3 +198,21 @@ def test_frozen_memory_refuses_an_empty_folder(market, tmp_path):
     with pytest.raises(MemoryStoreError, match="no committed memory here"):
         run_backtest(config, bars=bars, first=first)
     assert not Path(config.memory.dir).exists()
+
+
+def test_a_manifest_naming_a_run_outside_the_runs_folder_is_refused_on_resume(market, tmp_path):
+    # Arrange: an unfinished run whose manifest someone edited to point elsewhere
+    bars, first = market
+    march = first_bar_of(bars, "2025-03-01")
+    config = _config(tmp_path, **{"run.start": "2025-01-01", "run.end": "2025-03-01"})
+    run_backtest(replace(config, run=replace(config.run, chunk="quarter")),
+                 bars=bars.slice(0, march), first=first)
+    path = Path(config.memory.dir) / "manifest.json"
+    manifest = orjson.loads(path.read_bytes())
+    manifest["active_run"] = {"run_id": "../../outside", "start": "", "end": "",
+                              "chunk_kind": "month"}
+    path.write_bytes(orjson.dumps(manifest))
+    # Act / Assert
+    with pytest.raises(MemoryStoreError, match="is not a run folder name"):
+        run_backtest(config, bars=bars.slice(0, march), first=first, resume=True)
+    assert not (tmp_path / "outside").exists()
