@@ -356,9 +356,16 @@ class LLMProvider:
             raise ProviderError(problem)
         structured = config.role not in ("bull", "bear")
         messages = self.template.render(self._preflight_fields(context))
+        form = self.structured_output_used
         start = time.perf_counter()
         result = self._send([messages], structured=structured)[0]
         latency = time.perf_counter() - start
+        if result.ok and self.structured_output_used != form:
+            # the server refused the first form: time one request of the form in use, so
+            # the run's time estimate is not inflated by the refusal
+            start = time.perf_counter()
+            result = self._send([messages], structured=structured)[0]
+            latency = time.perf_counter() - start
         if not result.ok:
             raise ProviderError(explain.failure_line(
                 self.name, config.model, config.base_url, config.api_key_env, result,

@@ -102,8 +102,10 @@ def test_preflight_settles_the_structured_output_fallback_before_the_first_chunk
     with pytest.warns(RuntimeWarning, match="refused structured_output 'json_schema'"):
         assert provider.preflight()["structured_output_used"] == "json_object"
     provider.prepare(make_context(), 0, 30)
+    # the refused request, the accepted one, and one more timed in the form in use
+    assert server.request_count == 3
     _, caught = _quietly(provider.vote, make_context(), candidates((20, 0), (21, 1)))
-    assert caught == [] and server.request_count == 4
+    assert caught == [] and server.request_count == 5
     assert provider.report()["format_rejections"] == 0
 
 
