@@ -362,9 +362,11 @@ class LLMProvider:
         latency = time.perf_counter() - start
         if result.ok and self.structured_output_used != form:
             # the server refused the first form: time one request of the form in use, so
-            # the run's time estimate is not inflated by the refusal
+            # the run's time estimate is not inflated by the refusal (another bar's prompt:
+            # a server may cache a prompt it has just seen)
+            again = self.template.render(self._preflight_fields(context, back=1))
             start = time.perf_counter()
-            result = self._send([messages], structured=structured)[0]
+            result = self._send([again], structured=structured)[0]
             latency = time.perf_counter() - start
         if not result.ok:
             raise ProviderError(explain.failure_line(
@@ -376,10 +378,13 @@ class LLMProvider:
                 "answer_ok": (parse_answer(content) is not None) if structured
                 else bool(content.strip())}
 
-    def _preflight_fields(self, context: MarketContext | None) -> dict[str, str]:
+    def _preflight_fields(self, context: MarketContext | None,
+                          back: int = 0) -> dict[str, str]:
+        """A real prompt's fields: the last bar (``back`` bars earlier) of the first asset."""
         k, anonymize = self.config.k_similar, self.config.anonymize
         if context is not None and context.bars.n_bars:
-            fields = prompt_fields(context, context.bars.n_bars - 1, 0, placeholder_similar(k),
+            bar = max(context.bars.n_bars - 1 - back, 0)
+            fields = prompt_fields(context, bar, 0, placeholder_similar(k),
                                    anonymize=anonymize, k_similar=k)
         else:
             fields = placeholder_fields(k_similar=k, anonymize=anonymize)
