@@ -375,6 +375,21 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def parse_assignment(text: str, *, flag: str = "--set") -> tuple[str, Any]:
+    """``section.key=value`` -> ("section.key", value); the value is read as a TOML value
+    (``0.1``, ``true``, ``"x"``, ``["A", "B"]``), else taken as a plain string."""
+    dotted, sep, raw = text.partition("=")
+    dotted, raw = dotted.strip(), raw.strip()
+    if not sep or "." not in dotted or not all(dotted.split(".")) or not raw:
+        raise ConfigError(f"{flag} must be section.key=value, such as "
+                          f"ensemble.learning_rate=0.05, was {text!r}")
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return dotted, value
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Load a TOML config and apply overrides given as {"section.key": value}.
 

@@ -165,3 +165,26 @@ def test_memory_mode_flags_are_checked_in_one_line(workdir, args, message):
     result = runner.invoke(app, ["run", "--year", "2025", *args])
     assert result.exit_code == 1
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_set_overrides_any_key_typed_like_the_file_and_the_run_folder_shows_it(workdir):
+    result = runner.invoke(app, ["run", "--start", "2025-01-01", "--end", "2025-02-01",
+                                 "--timeframe", "1h", "--no-memory",
+                                 "--set", "ensemble.threshold=0.3",
+                                 "--set", 'data.symbols=["BTCUSD"]'])
+    assert result.exit_code == 0, result.output
+    from backtester.config import load_config
+
+    resolved = load_config(next((workdir / "runs").iterdir()) / "config.toml")
+    assert resolved.ensemble.threshold == 0.3 and resolved.data.symbols == ("BTCUSD",)
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("ensemble.learnig_rate=0.2", "did you mean 'ensemble.learning_rate'"),
+    ("ensemble.threshold=high", "ensemble.threshold must be a number, was 'high'"),
+    ("threshold=0.3", "--set must be section.key=value"),
+])
+def test_a_bad_set_is_one_line_naming_the_key(workdir, assignment, message):
+    result = runner.invoke(app, ["run", "--year", "2025", "--set", assignment])
+    assert result.exit_code == 1
+    assert message in result.output and len(result.output.strip().splitlines()) == 1

@@ -53,6 +53,9 @@ def run(
     run_id: Annotated[str | None, typer.Option(
         "--run-id", help="Name of the run folder under --out (default: the start time and "
         "the config hash).")] = None,
+    assignments: Annotated[list[str] | None, typer.Option(
+        "--set", help="Set any config key, e.g. --set ensemble.learning_rate=0.05 "
+        "(repeatable; checked like the file).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Say how many candidates and LLM calls the run would make (and "
         "how many are cached, and how long it would take), then stop.")] = False,
@@ -78,6 +81,9 @@ def run(
                               "other; choose one")
         if no_memory:
             overrides["memory.mode"] = "off"
+        from backtester.config import parse_assignment
+
+        overrides.update(parse_assignment(a) for a in assignments or ())
         cfg = load(config, overrides)
         if fresh and resume:
             raise ConfigError("--fresh and --resume contradict each other; choose one")
