@@ -8,6 +8,7 @@ file, the dotted key, what was found and, for a misspelt key, the closest valid 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import hashlib
 import tomllib
@@ -377,7 +378,8 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 def parse_assignment(text: str, *, flag: str = "--set") -> tuple[str, Any]:
     """``section.key=value`` -> ("section.key", value); the value is read as a TOML value
-    (``0.1``, ``true``, ``"x"``, ``["A", "B"]``), else taken as a plain string."""
+    (``0.1``, ``true``, ``"x"``, ``["A", "B"]``), else taken as a plain string; a date
+    such as ``2025-01-01`` stays the text it was."""
     dotted, sep, raw = text.partition("=")
     dotted, raw = dotted.strip(), raw.strip()
     if not sep or "." not in dotted or not all(dotted.split(".")) or not raw:
@@ -386,6 +388,8 @@ def parse_assignment(text: str, *, flag: str = "--set") -> tuple[str, Any]:
     try:
         value = tomllib.loads(f"value = {raw}")["value"]
     except tomllib.TOMLDecodeError:
+        value = raw
+    if isinstance(value, (datetime.date, datetime.time)):  # run.start=2025-01-01 is text
         value = raw
     return dotted, value
 

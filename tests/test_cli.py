@@ -168,7 +168,8 @@ def test_memory_mode_flags_are_checked_in_one_line(workdir, args, message):
 
 
 def test_set_overrides_any_key_typed_like_the_file_and_the_run_folder_shows_it(workdir):
-    result = runner.invoke(app, ["run", "--start", "2025-01-01", "--end", "2025-02-01",
+    result = runner.invoke(app, ["run", "--set", "run.start=2025-01-01",
+                                 "--set", "run.end=2025-02-01",
                                  "--timeframe", "1h", "--no-memory",
                                  "--set", "ensemble.threshold=0.3",
                                  "--set", 'data.symbols=["BTCUSD"]'])
@@ -177,6 +178,7 @@ def test_set_overrides_any_key_typed_like_the_file_and_the_run_folder_shows_it(w
 
     resolved = load_config(next((workdir / "runs").iterdir()) / "config.toml")
     assert resolved.ensemble.threshold == 0.3 and resolved.data.symbols == ("BTCUSD",)
+    assert (resolved.run.start, resolved.run.end) == ("2025-01-01", "2025-02-01")
 
 
 @pytest.mark.parametrize("assignment, message", [
