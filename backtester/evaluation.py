@@ -36,10 +36,19 @@ Formulas, each with its reference:
 - Active return ``r - b``, tracking error ``std(r - b, ddof=1) * sqrt(ppy)`` and
   information ratio ``mean(r - b) / std(r - b, ddof=1) * sqrt(ppy)`` (Grinold and Kahn
   2000, "Active Portfolio Management", ch. 5).
+- Probability of backtest overfitting by combinatorially symmetric cross-validation
+  (Bailey, Borwein, López de Prado and Zhu 2017, "The Probability of Backtest
+  Overfitting", Journal of Computational Finance 20(4), section 2): the ``T x N`` returns
+  of ``N`` trials are cut into ``S`` (even) row blocks; for each of the ``C(S, S/2)``
+  choices of ``S/2`` in-sample blocks (the rest out-of-sample), ``n*`` is the trial with
+  the best in-sample metric, ``w = rank(n*) / (N + 1)`` its relative out-of-sample rank
+  (1 = worst, ties averaged), ``lambda = ln(w / (1 - w))``, and
+  ``PBO = #{lambda <= 0} / C(S, S/2)``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from statistics import NormalDist
 
@@ -57,6 +66,12 @@ BENCHMARK_KEYS: tuple[str, ...] = (
     "alpha", "beta", "information_ratio", "tracking_error", "correlation"
 )
 """Keys of the dict returned by `benchmark_relative`."""
+
+PBO_KEYS: tuple[str, ...] = ("pbo", "logits", "n_splits", "n_trials", "combinations")
+"""Keys of the dict returned by `probability_of_backtest_overfitting`."""
+
+PBO_METRICS: tuple[str, ...] = ("sharpe", "mean")
+"""Metrics `probability_of_backtest_overfitting` ranks trials by."""
 
 _NAN = float("nan")
 _STANDARD_NORMAL = NormalDist()
@@ -392,6 +407,89 @@ def benchmark_relative(
             correlation = float(covariance[0, 1] / (returns_std * benchmark_std))
             result["correlation"] = min(1.0, max(-1.0, correlation))
     return result
+
+
+# --- Probability of backtest overfitting ---------------------------------------------------------
+
+
+def probability_of_backtest_overfitting(
+    returns: np.ndarray, n_splits: int = 8, *, metric: str = "sharpe"
+) -> dict:
+    """Estimate the probability that the best trial in-sample is below median out-of-sample.
+
+    Parameters
+    ----------
+    returns : np.ndarray
+        Per-period returns of ``N`` trials over the same ``T`` periods, shape (T, N).
+    n_splits : int, default 8
+        Number ``S`` of row blocks, even and >= 2; blocks are contiguous and their sizes
+        differ by at most one row (the first ``T mod S`` blocks are one row longer).
+    metric : {"sharpe", "mean"}, default "sharpe"
+        What ranks the trials on a set of blocks: the per-period Sharpe ratio
+        ``mean / std(ddof=1)`` (a trial with zero standard deviation ranks below every
+        other), or the mean return.
+
+    Returns
+    -------
+    dict
+        `PBO_KEYS`: ``pbo`` (module docstring; ``nan`` with fewer than 2 trials, fewer
+        rows than blocks or a non-finite return), ``logits`` (the ``lambda`` of each
+        combination, in ``itertools.combinations`` order), ``n_splits``, ``n_trials``,
+        ``combinations`` (``C(S, S/2)``, 0 when nothing was computed).
+
+    Raises
+    ------
+    ValueError
+        When `returns` is not 2-D, `n_splits` is not an even integer >= 2 or `metric` is
+        unknown.
+    """
+    array = np.asarray(returns, dtype=np.float64)
+    if array.ndim != 2:
+        raise ValueError(f"returns must be 2-D (periods x trials), was shape {array.shape}")
+    check_integer("n_splits", n_splits, 2)
+    if n_splits % 2:
+        raise ValueError(f"n_splits must be even, was {n_splits}")
+    if metric not in PBO_METRICS:
+        raise ValueError(f"metric must be one of {', '.join(PBO_METRICS)}, was {metric!r}")
+    periods, n_trials = array.shape
+    undefined = {"pbo": _NAN, "logits": [], "n_splits": int(n_splits), "n_trials": n_trials,
+                 "combinations": 0}
+    if n_trials < 2 or periods < n_splits or not np.all(np.isfinite(array)):
+        return undefined
+    # per block sums of the returns less each trial's mean (variance without cancellation)
+    centre = array.mean(axis=0)
+    deviations = array - centre
+    blocks = np.array_split(np.arange(periods), n_splits)
+    counts = np.array([b.size for b in blocks], dtype=np.float64)
+    sums = np.stack([deviations[b].sum(axis=0) for b in blocks])
+    squares = np.stack([(deviations[b] ** 2).sum(axis=0) for b in blocks])
+    chosen = np.array(list(itertools.combinations(range(n_splits), n_splits // 2)))
+    in_sample = np.zeros((chosen.shape[0], n_splits))
+    np.put_along_axis(in_sample, chosen, 1.0, axis=1)
+    score_in = _block_metric(in_sample, counts, sums, squares, centre, metric)
+    score_out = _block_metric(1.0 - in_sample, counts, sums, squares, centre, metric)
+    best = np.argmax(score_in, axis=1)
+    best_out = np.take_along_axis(score_out, best[:, None], axis=1)
+    rank = (score_out < best_out).sum(axis=1) + ((score_out == best_out).sum(axis=1) + 1) / 2
+    relative = rank / (n_trials + 1)
+    logits = np.log(relative / (1.0 - relative))
+    return {**undefined, "pbo": float(np.mean(logits <= 0.0)), "logits": logits.tolist(),
+            "combinations": int(chosen.shape[0])}
+
+
+def _block_metric(mask: np.ndarray, counts: np.ndarray, sums: np.ndarray, squares: np.ndarray,
+                  centre: np.ndarray, metric: str) -> np.ndarray:
+    """The metric of every trial on the blocks each row of ``mask`` selects, (K, N)."""
+    n = (mask @ counts)[:, None]
+    shifted_mean = (mask @ sums) / n
+    mean = centre + shifted_mean
+    if metric == "mean":
+        return mean
+    variance = ((mask @ squares) - n * shifted_mean**2) / np.maximum(n - 1.0, 1.0)
+    std = np.sqrt(np.maximum(variance, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sharpe = mean / std
+    return np.where((std > _ZERO_STD) & (n > 1), sharpe, -np.inf)
 
 
 # --- Calendar views of an equity curve -----------------------------------------------------------

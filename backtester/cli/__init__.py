@@ -13,7 +13,10 @@ import typer
 
 from backtester.cli import data, memory
 from backtester.cli.common import show_warning
+from backtester.cli.montecarlo import montecarlo
+from backtester.cli.optimize import optimize
 from backtester.cli.run import regress, report, run
+from backtester.cli.sweep import sweep
 
 app = typer.Typer(help="bt: a chunked, memory-learning backtester.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -26,6 +29,9 @@ def _setup() -> None:
 app.command()(run)
 app.command()(report)
 app.command()(regress)
+app.command()(sweep)
+app.command()(montecarlo)
+app.command()(optimize)
 app.add_typer(data.app, name="data")
 app.add_typer(memory.app, name="memory")
 
