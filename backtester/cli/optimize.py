@@ -48,7 +48,8 @@ def optimize(
 ) -> None:
     """Search config ranges with Optuna's TPE; print the best trial and its deflated Sharpe."""
     from backtester.experiments.engines import make_engine
-    from backtester.experiments.optimize import SELECT_ON, load_search_spec, run_search
+    from backtester.experiments.optimize import load_search_spec, run_search
+    from backtester.experiments.selection import SELECT_ON
     from backtester.experiments.spec import check_objective
 
     try:

@@ -46,6 +46,9 @@ def sweep(
     objective: Annotated[str | None, typer.Option(
         help="Metric that ranks trials, higher is better: sharpe (default), calmar, "
              "total_return, sortino, learned_minus_equal, ...")] = None,
+    select_on: Annotated[str | None, typer.Option(
+        help="chunks: also choose a trial per chunk on the chunks before it only, and "
+             "show that out-of-sample result beside the in-sample best.")] = None,
 ) -> None:
     """Run every trial of a sweep on Dask or locally; results in sweeps/<sweep id>/.
 
@@ -56,6 +59,10 @@ def sweep(
     from backtester.experiments.sweep import new_sweep_id, read_sweep_spec, run_sweep
 
     try:
+        from backtester.experiments.selection import SELECT_ON
+
+        if select_on is not None and select_on not in SELECT_ON:
+            raise ConfigError(f"--select-on must be {' or '.join(SELECT_ON)}, was {select_on!r}")
         if spec is None and resume is not None and not assignments and config is None:
             plan = read_sweep_spec(out / resume)
             if objective is not None:
@@ -90,14 +97,31 @@ def sweep(
 
             outcome = run_sweep(plan, engine=runner, out=out, resume=resume is not None,
                                 sweep_id=sweep_id, progress=on_progress)
+        selection = _select(out / sweep_id, plan.objective) if select_on else None
     except BtError as e:
         fail(e)
     except KeyboardInterrupt:
         resume_hint = f": bt sweep --out {out} --resume {sweep_id}" if sweep_id else ""
         fail(BtError(f"interrupted; finished trials are kept{resume_hint}"), code=130)
     _render(outcome, plan)
+    if selection is not None:
+        from backtester.cli.optimize import _render_selection
+
+        _render_selection(selection)
     if outcome.summary["finished"] == 0:
         raise typer.Exit(code=1)  # every trial failed: each said why above
+
+
+def _select(sweep_dir: Path, objective: str) -> dict[str, Any]:
+    """Walk-forward selection over the sweep's trials, written to selection.json."""
+    from backtester.experiments.optimize import SELECTION
+    from backtester.experiments.selection import select_in_sweep
+    from backtester.memory.io import write_json
+    from backtester.results import json_ready
+
+    selection = select_in_sweep(sweep_dir, objective)
+    write_json(sweep_dir / SELECTION, json_ready(selection))
+    return selection
 
 
 def _progress() -> Progress:

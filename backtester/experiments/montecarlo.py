@@ -231,6 +231,9 @@ def run_montecarlo(spec: Any, *, engine: Any, out: str | Path = "sweeps",
     atomic_write_bytes(Path(swept.sweep_dir) / "montecarlo.json", orjson.dumps(
         json_ready({"settings": montecarlo_settings(spec), "summary": summary}),
         option=orjson.OPT_INDENT_2))
+    from backtester.experiments.sweep_report import write_sweep_report
+
+    write_sweep_report(swept.sweep_dir)  # again, now with the paths' percentiles
     return swept, summary
 
 

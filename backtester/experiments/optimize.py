@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from backtester.errors import BtError, ConfigError
-from backtester.experiments.selection import CHUNK_OBJECTIVES, walk_forward_selection
+from backtester.experiments.selection import SELECT_ON, select_on_chunks
 from backtester.experiments.spec import MINIMISED, SweepSpec, check_objective
 from backtester.experiments.sweep import RESULT_FILE as RESULT
 from backtester.experiments.sweep import SPEC_FILE, collect, read_result
@@ -64,7 +64,6 @@ from backtester.results import json_ready
 SPEC_KEYS = ("config", "set", "search")
 RANGE_FIELDS = ("low", "high", "log", "type", "step", "choices")
 JOURNAL, SPEC_COPY, SELECTION = "journal.log", "spec.toml", "selection.json"
-SELECT_ON = ("chunks",)
 STUDY_NAME = "bt-optimize"
 SWEEP_ID = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -272,7 +271,7 @@ def run_search(spec: SearchSpec, *, trials: int, objective: str, engine: Any,
     seed : int
         Seed of the TPE sampler (see the module docstring).
     select_on : str | None
-        "chunks": also run ``selection.walk_forward_selection`` over the finished trials
+        "chunks": also run ``selection.select_on_chunks`` over the finished trials
         (on the objective when it is a chunk figure, else on total_return) and write it
         to ``selection.json``.
     on_result : callable, optional
@@ -355,16 +354,6 @@ def run_search(spec: SearchSpec, *, trials: int, objective: str, engine: Any,
             "ran": ran, "results": results, "table": collected.results,
             "summary": collected.summary, "selection": selection,
             "best": next((r for r in results if r["trial_id"] == best_id), None)}
-
-
-def select_on_chunks(results: list[dict[str, Any]], objective: str) -> dict[str, Any]:
-    """``walk_forward_selection`` on ``objective`` when it is a chunk figure, else on
-    total_return; the dict gains "note" saying which (empty when the objective itself)."""
-    note = ""
-    if objective not in CHUNK_OBJECTIVES:
-        note = f"{objective} is not a chunk figure: chunks ranked by total_return"
-        objective = "total_return"
-    return walk_forward_selection(results, objective) | {"note": note}
 
 
 def _as_sweep(spec: SearchSpec, results: list[dict[str, Any]], objective: str) -> SweepSpec:

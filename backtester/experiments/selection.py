@@ -30,6 +30,7 @@ from backtester.errors import BtError, ConfigError
 CHUNK_OBJECTIVES: tuple[str, ...] = ("total_return", "learned", "equal_weight",
                                      "learned_minus_equal")
 """Per-chunk figures of a trial's "chunks" list that trials can be chosen on."""
+SELECT_ON = ("chunks",)  # what --select-on accepts
 
 _ADDITIVE = frozenset({"learned_minus_equal"})
 
@@ -106,8 +107,18 @@ def walk_forward_selection(trials: list[dict[str, Any]],
     }
 
 
+def select_on_chunks(results: list[dict[str, Any]], objective: str) -> dict[str, Any]:
+    """``walk_forward_selection`` on ``objective`` when it is a chunk figure, else on
+    total_return; the dict gains "note" saying which (empty when the objective itself)."""
+    note = ""
+    if objective not in CHUNK_OBJECTIVES:
+        note = f"{objective} is not a chunk figure: chunks ranked by total_return"
+        objective = "total_return"
+    return walk_forward_selection(results, objective) | {"note": note}
+
+
 def select_in_sweep(sweep_dir: str | Path, objective: str = "total_return") -> dict[str, Any]:
-    """``walk_forward_selection`` over a sweep folder's finished trials, in trial order.
+    """``select_on_chunks`` over a sweep folder's finished trials, in trial order.
 
     Raises
     ------
@@ -120,7 +131,7 @@ def select_in_sweep(sweep_dir: str | Path, objective: str = "total_return") -> d
 
     spec = read_sweep_spec(sweep_dir)
     results = [read_result(Path(sweep_dir), t.trial_id) for t in spec.trials]
-    return walk_forward_selection([r for r in results if r is not None], objective)
+    return select_on_chunks([r for r in results if r is not None], objective)
 
 
 def _figure(trial: dict[str, Any], chunk: dict[str, Any], key: str) -> float:

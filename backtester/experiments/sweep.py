@@ -211,6 +211,7 @@ def results_frame(spec: SweepSpec, results: Iterable[dict[str, Any]]) -> pd.Data
                                "error": result.get("error", ""),
                                "wall_s": result.get("wall_s")}
         row.update(params)
+        row.update({f"market.{k}": v for k, v in (result.get("market") or {}).items()})
         overall = result.get("overall") or {}
         row.update({k: overall[k] for k in METRIC_NAMES if k in overall})
         row.update({k: overall[k] for k in sorted(overall) if k not in METRIC_NAMES})

@@ -31,7 +31,8 @@ TABLE_METRICS = ("total_return", "sharpe", "sortino", "calmar", "max_drawdown", 
                  "win_rate", "books.learned_minus_equal")
 DISTRIBUTIONS = ("total_return", "sharpe", "max_drawdown", "books.learned_minus_equal")
 NAVIGATION = (("trials", "Trials"), ("heatmaps", "Heatmaps"),
-              ("distributions", "Distributions"), ("overfitting", "Overfitting"))
+              ("distributions", "Distributions"), ("overfitting", "Overfitting"),
+              ("montecarlo", "Monte Carlo"))
 SORT_SCRIPT = r"""
 (function () {
   "use strict";
@@ -93,7 +94,8 @@ def render_sweep_report(sweep_dir: Path) -> str:
                 _trials(frame, parameters, objective, column),
                 _heatmaps(ok, parameters, objective, column),
                 _distributions(ok, column),
-                _overfitting(summary)]
+                _overfitting(summary),
+                _montecarlo(sweep_dir / "montecarlo.json")]
     nav = "".join(f'<a href="#{key}">{label}</a>' for key, label in NAVIGATION)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -254,6 +256,31 @@ def _overfitting(summary: dict[str, Any]) -> str:
                                 edge_text=lambda v: f"{v:.2f}")
     return section("overfitting", "Overfitting", f'<dl class="facts">{rows}</dl>'
                    + explain + chart)
+
+
+def _montecarlo(path: Path) -> str:
+    """The paths' percentiles of each figure beside the original market's (bt montecarlo)."""
+    if not path.is_file():
+        return section("montecarlo", "Monte Carlo", '<p class="absent">Not a Monte Carlo '
+                       "sweep (bt montecarlo writes montecarlo.json).</p>")
+    try:
+        document = orjson.loads(path.read_bytes())
+        summary, settings = document["summary"], document["settings"]
+        figures = summary["figures"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{path} is not a Monte Carlo summary ({e}); re-run bt montecarlo "
+                        "with --resume to rewrite it") from None
+    keys = [f"p{p}" for p in summary["percentiles"]] + ["mean", "original"]
+    rows = [f"<tr><th>{text(METRIC_LABELS.get(name, name))}</th>"
+            + "".join(cell(values.get(k), name) for k in keys) + "</tr>"
+            for name, values in figures.items()]
+    note = (f'<p class="note">{summary["paths"]} paths ({summary.get("failed", 0)} failed), '
+            f"stationary block bootstrap of the traded bars' log returns, mean block "
+            f"{text(str(settings.get('mean_block')))} bars, noise "
+            f"{text(str(settings.get('noise')))}, seed {text(str(settings.get('seed')))}; "
+            "original: the market itself.</p>")
+    return section("montecarlo", "Monte Carlo", table(["Figure", *keys], rows,
+                                                      table_class="numbers") + note)
 
 
 def _fact(value: Any) -> str:

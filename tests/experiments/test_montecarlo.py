@@ -245,6 +245,15 @@ def test_bt_montecarlo_runs_three_paths_and_the_original_as_a_sweep(workdir):
     for trial_id in table["trial_id"]:
         assert (sweep / "trials" / trial_id / "result.json").is_file()
         assert (sweep / "trials" / trial_id / "memory").is_dir()
+    assert list(table["market.path"].iloc[1:]) == [0, 1, 2]
+    # the sweep report shows the paths' percentiles beside the original market
+    page = (sweep / "report.html").read_text()
+    section = page[page.index('<section id="montecarlo">'):]
+    section = section[:section.index("</section>")]
+    assert "3 paths (0 failed)" in section and "<th>p95</th>" in section
+    from backtester.report import format_value
+
+    assert format_value(figures["p50"], "total_return") in section
 
 
 def test_bt_montecarlo_resume_keeps_finished_paths_and_reruns_the_rest(workdir):
