@@ -4,6 +4,9 @@ checks (bool is not a number here)."""
 from __future__ import annotations
 
 import numbers
+import re
+
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # run, sweep and trial ids
 
 
 def is_integer(value: object) -> bool:
@@ -20,3 +23,9 @@ def check_integer(name: str, value: object, minimum: int) -> None:
     """Raise ValueError unless ``value`` is an integer >= ``minimum`` (a caller's bug)."""
     if not (is_integer(value) and value >= minimum):
         raise ValueError(f"{name} must be an integer >= {minimum}, was {value!r}")
+
+
+def is_folder_name(text: object) -> bool:
+    """A run, sweep or trial id: letters, digits, ``_ . -``, starting with a letter or digit
+    (so never ``.``, ``..`` or a path: a folder from someone else cannot point outside)."""
+    return isinstance(text, str) and FOLDER_NAME.fullmatch(text) is not None

@@ -9,7 +9,6 @@ scores: here), simulate (engine/), the counterfactual books (books.py), learn an
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import warnings
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import pandas as pd
 
 from backtester import learning
 from backtester.books import LEARNED, BookChunk, Books, attribution, chunk_figures
+from backtester.checks import is_folder_name
 from backtester.chunks import Chunk, plan_chunks
 from backtester.config import Config
 from backtester.data.bars import Bars
@@ -59,7 +59,6 @@ __all__ = ["ChunkResult", "RunResult", "load_market", "period_bounds", "run_back
            "warmup_bars"]
 
 ProgressCallback = Callable[[Chunk, str], None]
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def build_providers(config: Config) -> list[Provider]:
@@ -137,7 +136,7 @@ class WalkForward:
         """
         start, end = self._period()
         active = self.memory.store.run_state() if self.writes else None
-        if active is not None and not RUN_ID.fullmatch(str(active.get("run_id"))):
+        if active is not None and not is_folder_name(active.get("run_id")):
             raise MemoryStoreError(  # a folder from someone else never points bt elsewhere
                 f"{self.config.memory.dir}/manifest.json: the unfinished run's id "
                 f"{str(active.get('run_id'))[:40]!r} is not a run folder name; start over "
@@ -176,7 +175,7 @@ class WalkForward:
         if run_id is None:
             run_id = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S") + "_" + \
                 self.config.decision_hash()[:8]
-        elif not RUN_ID.fullmatch(run_id):
+        elif not is_folder_name(run_id):
             raise ConfigError(f"--run-id must be letters, digits, '_', '.' or '-' (it names "
                               f"a folder under run.out_dir), was {run_id!r}")
         return _Run(run_id, EngineState.initial(self.bars.n_assets,

@@ -42,7 +42,6 @@ does not replay the suggestions of its first start.
 from __future__ import annotations
 
 import math
-import re
 import secrets
 import shutil
 import tomllib
@@ -53,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from backtester.errors import BtError, ConfigError
+from backtester.checks import is_folder_name
 from backtester.experiments.selection import SELECT_ON, select_on_chunks
 from backtester.experiments.spec import MINIMISED, SweepSpec, check_objective
 from backtester.experiments.sweep import RESULT_FILE as RESULT
@@ -65,7 +65,6 @@ SPEC_KEYS = ("config", "set", "search")
 RANGE_FIELDS = ("low", "high", "log", "type", "step", "choices")
 JOURNAL, SPEC_COPY, SELECTION = "journal.log", "spec.toml", "selection.json"
 STUDY_NAME = "bt-optimize"
-SWEEP_ID = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +372,7 @@ def _sweep_folder(out: Path, resume: str | None) -> tuple[str, Path]:
         sweep_dir = out / sweep_id
         sweep_dir.mkdir(parents=True, exist_ok=False)
         return sweep_id, sweep_dir
-    if not SWEEP_ID.fullmatch(resume) or resume in (".", ".."):
+    if not is_folder_name(resume):
         raise ConfigError(f"--resume must be a sweep id (a folder name under {out}), was "
                           f"{resume!r}")
     sweep_dir = out / resume
@@ -409,7 +408,7 @@ def _mark_interrupted(study: Any, sweep_dir: Path) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
         trial_id = trial.user_attrs.get("trial_id")
-        if trial_id is not None and SWEEP_ID.fullmatch(trial_id):
+        if trial_id is not None and is_folder_name(trial_id):
             shutil.rmtree(sweep_dir / "trials" / trial_id, ignore_errors=True)
 
 

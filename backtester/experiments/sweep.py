@@ -43,6 +43,7 @@ import pandas as pd
 
 from backtester.errors import ConfigError
 from backtester.experiments.engines import Engine
+from backtester.checks import is_folder_name
 from backtester.experiments.spec import MINIMISED, SweepSpec, spec_from_json
 from backtester.experiments.trial import STATUS_OK
 from backtester.memory.io import JSON_OPTIONS, atomic_write_bytes
@@ -357,8 +358,7 @@ def _trial_list(spec: SweepSpec) -> list[tuple[Any, ...]]:
 
 
 def _check_name(sweep_id: str) -> None:
-    if not sweep_id or sweep_id in (".", "..") or not all(
-            c.isalnum() or c in "_.-" for c in sweep_id):
+    if not is_folder_name(sweep_id):
         raise ConfigError(f"--sweep-id must be a folder name (letters, digits, _ . -), "
                           f"was {sweep_id!r}")
 

@@ -36,6 +36,14 @@ class Trial:
     config_path: str | None = None
     market: dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        from backtester.checks import is_folder_name
+        from backtester.errors import ConfigError
+
+        if not is_folder_name(self.trial_id):  # a spec.json from elsewhere stays inside
+            raise ConfigError(f"trial id must be letters, digits, '_', '.' or '-' (it names "
+                              f"a folder), was {str(self.trial_id)[:40]!r}")
+
 
 def trial_config(trial: Trial, sweep_dir: Path) -> Any:
     """The trial's config: its own memory and run folders under ``sweep_dir``."""

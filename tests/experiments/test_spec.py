@@ -132,3 +132,12 @@ def test_spec_json_round_trips_to_the_same_trials():
 
     assert again.trials == spec.trials
     assert again.parameters == spec.parameters
+
+
+def test_a_sweep_spec_from_elsewhere_cannot_name_a_trial_folder_outside_the_sweep(tmp_path):
+    from backtester.errors import ConfigError
+    from backtester.experiments.trial import Trial
+
+    for bad in ("../outside", "..", "a/b", ""):
+        with pytest.raises(ConfigError, match="trial id must be letters"):
+            Trial(bad)
