@@ -394,6 +394,19 @@ def parse_assignment(text: str, *, flag: str = "--set") -> tuple[str, Any]:
     return dotted, value
 
 
+def read_toml(path: str | Path, *, missing: str) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is one ConfigError line naming it
+    (``missing`` says what to do when it does not exist)."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {missing}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e}); fix the file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({e}); pass a TOML text file") from None
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Load a TOML config and apply overrides given as {"section.key": value}.
 
@@ -407,13 +420,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         path = DEFAULT_CONFIG_PATH
     if path is not None:
         source = str(path)
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found; pass --config with an existing "
-                              f"file such as configs/default.toml") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML ({e}); fix the file") from None
+        data = read_toml(path, missing="config file not found; pass --config with an existing "
+                         "file such as configs/default.toml")
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, dotted, value)

@@ -44,13 +44,13 @@ from __future__ import annotations
 import math
 import secrets
 import shutil
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from backtester.config import read_toml
 from backtester.errors import BtError, ConfigError
 from backtester.checks import is_folder_name
 from backtester.experiments.selection import SELECT_ON, select_on_chunks
@@ -105,12 +105,7 @@ def load_search_spec(path: str | Path) -> SearchSpec:
     from backtester.config import load_config
 
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: search spec not found; pass an existing TOML file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e}); fix the file") from None
+    data = read_toml(path, missing="search spec not found; pass an existing TOML file")
     for key in data:
         if key not in SPEC_KEYS:
             raise ConfigError(f"{path}: unknown key {key!r}; a search spec has config = "

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from backtester.config import read_toml
 from backtester.errors import ConfigError
 from backtester.experiments.trial import Trial
 
@@ -142,13 +142,8 @@ def load_spec(path: str | Path | None, assignments: Sequence[str] = (), *,
     source = "--set"
     if path is not None:
         source = str(path)
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: sweep spec not found; pass an existing TOML file "
-                              f"or only --set key=v1,v2") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML ({e}); fix the file") from None
+        data = read_toml(path, missing="sweep spec not found; pass an existing TOML file or "
+                         "only --set key=v1,v2")
     for key in data:
         if key not in SPEC_KEYS:
             close = difflib.get_close_matches(key, SPEC_KEYS, n=1)
