@@ -21,6 +21,15 @@ SymbolsOpt = Annotated[str | None, typer.Option(
     help="Comma-separated symbols, e.g. BTCUSD,ETHUSD.")]
 TimeframeOpt = Annotated[str | None, typer.Option(help="Bar size to resample to, e.g. 15min, 1h.")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed of the embedded market generator.")]
+# experiments (bt sweep, optimize, montecarlo)
+EngineOpt = Annotated[str | None, typer.Option(
+    help="local (in-process, one trial at a time) or dask (default with more than one trial, "
+         "--workers or --scheduler): up to one trial per worker in flight.")]
+WorkersOpt = Annotated[int | None, typer.Option(
+    help="Dask LocalCluster workers (default: the CPU count).")]
+SchedulerOpt = Annotated[str | None, typer.Option(
+    help="Address of an existing Dask scheduler, e.g. tcp://127.0.0.1:8786.")]
+SweepsOpt = Annotated[Path, typer.Option(help="Folder of sweep folders.")]
 
 
 def fail(error: Exception, code: int = 1) -> None:

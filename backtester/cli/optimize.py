@@ -16,7 +16,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from backtester.cli.common import console, fail, fmt
+from backtester.cli.common import (
+    EngineOpt,
+    SchedulerOpt,
+    SweepsOpt,
+    WorkersOpt,
+    console,
+    fail,
+    fmt,
+)
 from backtester.errors import BtError, ConfigError
 
 PERCENT = frozenset({"total_return", "cagr", "max_drawdown", "learned_minus_equal",
@@ -31,14 +39,10 @@ def optimize(
     objective: Annotated[str, typer.Option(
         help="Metric to optimise: sharpe, calmar, total_return, sortino, "
              "learned_minus_equal, ...")] = "sharpe",
-    engine: Annotated[str | None, typer.Option(
-        help="local (in-process, one trial at a time) or dask (default with more than one "
-             "trial, --workers or --scheduler): up to one trial per worker in flight.")] = None,
-    workers: Annotated[int | None, typer.Option(
-        help="Dask LocalCluster workers (default: the CPU count).")] = None,
-    scheduler: Annotated[str | None, typer.Option(
-        help="Address of an existing Dask scheduler, e.g. tcp://127.0.0.1:8786.")] = None,
-    out: Annotated[Path, typer.Option(help="Folder of sweep folders.")] = Path("sweeps"),
+    engine: EngineOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    out: SweepsOpt = Path("sweeps"),
     resume: Annotated[str | None, typer.Option(
         help="Sweep id of a search to go on with (same spec and objective).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,

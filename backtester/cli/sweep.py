@@ -17,7 +17,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from backtester.cli.common import ConfigOpt, console, fail, fmt
+from backtester.cli.common import (
+    ConfigOpt,
+    EngineOpt,
+    SchedulerOpt,
+    SweepsOpt,
+    WorkersOpt,
+    console,
+    fail,
+    fmt,
+)
 from backtester.errors import BtError, ConfigError
 
 BEST_ROWS = 10
@@ -30,14 +39,10 @@ def sweep(
         "--set", help="key=value for every trial, or key=v1,v2,v3 for a grid dimension "
         "(repeatable; over the spec file).")] = None,
     config: ConfigOpt = None,
-    engine: Annotated[str | None, typer.Option(
-        help="local (in-process, one at a time) or dask (default with more than one "
-             "trial).")] = None,
-    scheduler: Annotated[str | None, typer.Option(
-        help="Address of an existing Dask scheduler, e.g. tcp://127.0.0.1:8786.")] = None,
-    workers: Annotated[int | None, typer.Option(
-        help="Dask LocalCluster workers (default: the CPU count).")] = None,
-    out: Annotated[Path, typer.Option(help="Folder of sweep folders.")] = Path("sweeps"),
+    engine: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    out: SweepsOpt = Path("sweeps"),
     resume: Annotated[str | None, typer.Option(
         help="Sweep id to continue: finished trials are kept, the others re-run.")] = None,
     sweep_id: Annotated[str | None, typer.Option(
