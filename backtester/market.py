@@ -59,8 +59,20 @@ def load_market(config: Config) -> tuple[Bars, int]:
         first = max((start - step * (warmup + 1)).floor("D"), GENERATOR_EPOCH)
         bars = embedded_bars(first, end, data.symbols, data.seed, data.cache_dir)
         source = "embedded market"
-    if parse_timeframe(bars.timeframe) < step:  # coarser data than asked is used as it is
-        bars = resample(bars, data.timeframe)
+    return prepare_market(config, bars, source)
+
+
+def prepare_market(config: Config, bars: Bars, source: str) -> tuple[Bars, int]:
+    """Bars already loaded (a file's, the generator's, a caller's DataFrame's) resampled to
+    ``data.timeframe`` and cut to the period plus warm-up; and the first traded bar.
+
+    Warns when fewer warm-up bars than wanted precede the period; ``source`` names the
+    bars in messages.
+    """
+    start, end = period_bounds(config)
+    warmup = warmup_bars(config)
+    if parse_timeframe(bars.timeframe) < parse_timeframe(config.data.timeframe):
+        bars = resample(bars, config.data.timeframe)  # coarser data than asked: used as it is
     bars, first = select_range(bars, start, end, warmup, source)
     if first < warmup:
         warnings.warn(

@@ -30,18 +30,6 @@ def _print_json(data: Any) -> None:
                             | orjson.OPT_NON_STR_KEYS).decode())
 
 
-def _text_embedder(folder: Path):
-    """The embedder that built the folder's text index (so a search is never mixed)."""
-    from backtester.memory.embedders import HashingEmbedder, default_embedder
-    from backtester.memory.io import read_json
-
-    try:
-        name = read_json(folder / "vectors" / "index.json")["text_embedder"]["name"]
-    except FileNotFoundError:
-        return None
-    return HashingEmbedder() if name == HashingEmbedder().name else default_embedder("sentence")
-
-
 def memory_report(folder: Path) -> dict[str, Any]:
     """Everything `inspect` shows, as one JSON-ready dict."""
     from backtester.ensemble import provider_credit
@@ -225,7 +213,9 @@ def search(
 
     try:
         folder = _folder(config, memory_dir)
-        embedder = _text_embedder(folder)
+        from backtester.memory.embedders import index_embedder
+
+        embedder = index_embedder(folder)
         if embedder is None:
             raise MemoryStoreError(f"{folder}: no vector index yet; run `bt run` first")
         store = MemoryStore.open(folder, config_hash=None, create=False)
@@ -254,13 +244,13 @@ def doctor(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
            json: JsonOpt = False) -> None:
     """Verify every file; quarantine unreadable ones; rebuild stats and vectors."""
     from backtester.memory.doctor import doctor as run_doctor
-    from backtester.memory.embedders import default_embedder
+    from backtester.memory.embedders import default_embedder, index_embedder
     from backtester.memory.vectors import rebuild
 
     try:
         cfg = load(config, {"memory.dir": memory_dir})
         folder = Path(cfg.memory.dir)
-        embedder = _text_embedder(folder) or default_embedder(cfg.memory.embedder)
+        embedder = index_embedder(folder) or default_embedder(cfg.memory.embedder)
         report = run_doctor(folder, rebuild_vectors=lambda f, o, g: rebuild(f, o, g, embedder))
     except BtError as e:
         fail(e)

@@ -211,8 +211,13 @@ def parse_times(values: pd.Series, source: str, column: str, tz: str = "UTC") ->
 
 def _read_file(path: Path, tz: str) -> list[tuple[str, _Series]]:
     """Read, validate and split one file into per-symbol series, oldest bar first."""
-    source = str(path)
-    frame = _read_table(path)
+    return _frame_series(_read_table(path), str(path), tz, _stem(path))
+
+
+def _frame_series(frame: pd.DataFrame, source: str, tz: str,
+                  default_symbol: str) -> list[tuple[str, _Series]]:
+    """Validate and split one table (a file's, or a caller's DataFrame) into per-symbol
+    series, oldest bar first; without a symbol column it holds ``default_symbol``."""
     names = resolve_columns(list(frame.columns), source)
     check_not_empty(len(frame), source)
     times = parse_times(frame[names["time"]], source, names["time"], tz)
@@ -236,7 +241,7 @@ def _read_file(path: Path, tz: str) -> list[tuple[str, _Series]]:
         codes, symbols = pd.factorize(symbol_text)
         groups = [(str(s), np.flatnonzero(codes == k)) for k, s in enumerate(symbols)]
     else:
-        groups = [(_stem(path), rows - 1)]
+        groups = [(default_symbol, rows - 1)]
     result = []
     for symbol, index in groups:
         label = symbol if "symbol" in names else None
@@ -327,6 +332,50 @@ def load_bars(
                     "symbol in one file"
                 )
             series[symbol] = data
+    return _assemble(series, str(path), symbols)
+
+
+def bars_from_frame(
+    frame: pd.DataFrame,
+    *,
+    symbols: Sequence[str] | None = None,
+    tz: str | None = None,
+    source: str = "DataFrame",
+    default_symbol: str = "ASSET",
+) -> Bars:
+    """Build bars from a long table already in memory, checked exactly like a file.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Columns time (or a DatetimeIndex), open, high, low, close, optional volume and
+        optional symbol, as in a CSV file ``load_bars`` reads.
+    symbols : sequence of str, optional
+        Keep only these symbols, in this order.
+    tz : str, optional
+        Time zone of naive timestamps (default UTC).
+    source : str
+        What error messages and warnings call the table.
+    default_symbol : str
+        The symbol of a table without a symbol column.
+
+    Returns
+    -------
+    Bars
+        The symbols aligned on one time axis, as ``load_bars`` returns them.
+    """
+    zone = _check_tz(tz)
+    if not isinstance(frame.index, pd.RangeIndex):
+        frame = frame.rename_axis(frame.index.name or "time").reset_index()
+    series: dict[str, _Series] = {}
+    for symbol, data in _frame_series(frame, source, zone, default_symbol):
+        series[symbol] = data
+    return _assemble(series, source, symbols)
+
+
+def _assemble(series: dict[str, _Series], path: str,
+              symbols: Sequence[str] | None) -> Bars:
+    """Select the requested symbols, warn about missing volume, align them."""
     names = list(series)
     if symbols is not None:
         requested = [symbols] if isinstance(symbols, str) else list(symbols)
@@ -345,11 +394,11 @@ def load_bars(
     for source in no_volume:
         warnings.warn(
             f"{source}: no volume column; volume set to 0 (add a volume column to use volume)",
-            stacklevel=2,
+            stacklevel=3,
         )
     bars, notes = _align(names, series)
     for note in notes:
-        warnings.warn(f"{path}: {note}", stacklevel=2)
+        warnings.warn(f"{path}: {note}", stacklevel=3)
     return bars
 
 

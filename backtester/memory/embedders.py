@@ -16,6 +16,7 @@ import os
 import re
 import threading
 from hashlib import blake2b
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -220,3 +221,15 @@ def default_embedder(kind: str = "auto") -> Embedder:
     if not installed:
         raise _missing_package_error()
     return SentenceEmbedder()
+
+
+def index_embedder(folder: Path) -> Any:
+    """The embedder that built a memory folder's text index (so a search never mixes
+    embedders), or None when the folder has no index yet."""
+    from backtester.memory.io import read_json
+
+    try:
+        name = read_json(Path(folder) / "vectors" / "index.json")["text_embedder"]["name"]
+    except FileNotFoundError:
+        return None
+    return HashingEmbedder() if name == HashingEmbedder().name else default_embedder("sentence")
