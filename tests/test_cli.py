@@ -190,3 +190,83 @@ def test_a_bad_set_is_one_line_naming_the_key(workdir, assignment, message):
     result = runner.invoke(app, ["run", "--year", "2025", "--set", assignment])
     assert result.exit_code == 1
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+# ------------------------------------------------ conventions: version, completion, colour, scripts
+
+
+def test_version_prints_bt_and_the_installed_version():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"bt {version('bt')}"
+
+
+def test_shell_completion_options_are_offered():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "--install-completion" in result.output and "--show-completion" in result.output
+
+
+@pytest.mark.parametrize("no_color", ["1", None])
+def test_no_color_removes_every_ansi_escape_even_on_a_forced_terminal(monkeypatch, no_color):
+    from backtester.cli.common import make_console
+
+    # Arrange
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    else:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    console = make_console(force_terminal=True)
+    # Act
+    with console.capture() as captured:
+        console.print("[bold red]error:[/] text")
+    # Assert
+    assert ("\x1b[" in captured.get()) is (no_color is None)
+
+
+@pytest.mark.parametrize("args, code", [(["run", "--config", "nope.toml"], 1),
+                                        (["--help"], 0), (["run", "--bogus"], 2)])
+def test_no_color_reaches_errors_help_and_usage_errors_of_a_real_process(tmp_path, args, code):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FORCE_COLOR": "1", "NO_COLOR": "1"}
+    done = subprocess.run([sys.executable, "-m", "backtester", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == code, done.stderr
+    assert done.stdout + done.stderr and "\x1b[" not in done.stdout + done.stderr
+
+
+SHORT_RUN = ["run", "--start", "2025-01-01", "--end", "2025-02-01", "--chunk", "week",
+             "--timeframe", "1h"]
+
+
+def test_run_json_prints_one_object_whose_figures_equal_metrics_json(workdir):
+    result = runner.invoke(app, [*SHORT_RUN, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads(result.stdout)  # nothing else on stdout
+    metrics = orjson.loads((Path(summary["results"]) / "metrics.json").read_bytes())
+    assert summary["run_id"] == metrics["run_id"] == Path(summary["results"]).name
+    assert summary["metrics"] == metrics["overall"]
+    books, overall = summary["books"], metrics["books"]["overall"]
+    for name in ("learned", "equal_weight", "buy_and_hold"):
+        assert books[name] == overall[name]["total_return"], name
+    best = metrics["books"]["best_single"]
+    assert books["best_single"] == {"name": best, "total_return": overall[best]["total_return"]}
+    assert books["significance"] == metrics["books"]["significance"]["sentence"]
+
+
+def test_run_quiet_prints_only_the_results_folder_line(workdir):
+    result = runner.invoke(app, [*SHORT_RUN, "--quiet"])
+    assert result.exit_code == 0, result.output
+    [line] = result.stdout.splitlines()
+    assert line.startswith("results: runs/") and (workdir / line.split(": ")[1]).is_dir()
+
+
+def test_run_quiet_and_json_together_is_one_line_error(workdir):
+    result = runner.invoke(app, [*SHORT_RUN, "--quiet", "--json"])
+    assert result.exit_code == 1
+    assert "--quiet and --json" in result.output

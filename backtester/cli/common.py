@@ -11,8 +11,17 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-console = Console()
-error_console = Console(stderr=True)
+
+def make_console(*, stderr: bool = False, force_terminal: bool | None = None) -> Console:
+    """A rich console that honours NO_COLOR (https://no-color.org): set and not empty, it
+    writes no ANSI styling at all, not even bold (rich alone drops only the colours)."""
+    plain = bool(os.environ.get("NO_COLOR"))
+    return Console(stderr=stderr, force_terminal=force_terminal,
+                   color_system=None if plain else "auto", no_color=plain or None)
+
+
+console = make_console()
+error_console = make_console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file "
                                                 "(default: configs/default.toml).")]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.markup import escape
@@ -17,6 +19,7 @@ from backtester.cli.common import (
     TimeframeOpt,
     YearOpt,
     console,
+    error_console,
     fail,
     fmt,
     load,
@@ -63,6 +66,12 @@ def run(
         "--fresh", help="Move the memory folder aside to a timestamped backup first.")] = False,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the unfinished run recorded in the memory.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print only the results folder line (errors still go to "
+        "stderr).")] = False,
+    json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object (run id, folder, overall metrics, books "
+        "summary) and nothing else on stdout.")] = False,
 ) -> None:
     """Run a backtest chunk by chunk, learning between chunks; results in runs/<run id>/."""
     from backtester.runner import run_backtest
@@ -92,22 +101,31 @@ def run(
                               f"--memory-mode {cfg.memory.mode} drop --fresh")
         if in_sample and cfg.memory.mode != "frozen":
             raise ConfigError("--in-sample goes with --memory-mode frozen")
+        if quiet and json:
+            raise ConfigError("--quiet and --json contradict each other; choose one")
+        if dry_run and (quiet or json):
+            raise ConfigError("--dry-run prints a plan, not a summary; drop --quiet/--json")
         if dry_run:
             _render_plan(cfg)
             return
+        scripted = quiet or json  # stdout holds the one line or the one JSON object
         if fresh:
             from backtester.memory.store import backup_aside
 
             moved = backup_aside(Path(cfg.memory.dir))
             if moved is not None:
-                console.print(f"memory moved aside to {moved}", highlight=False, markup=False)
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                      TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
-                      console=console, transient=True) as progress:
+                (error_console if scripted else console).print(
+                    f"memory moved aside to {moved}", highlight=False, markup=False)
+        with nullcontext() if scripted else \
+                Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                         TextColumn("{task.fields[stage]}"), TimeElapsedColumn(),
+                         console=console, transient=True) as progress:
             tasks: dict[int, Any] = {}
             stages = ("prepare", "candidates", "votes", "simulate", "learn", "done")
 
             def on_progress(c, stage: str) -> None:
+                if scripted:
+                    return
                 if not console.is_terminal:  # logs and pipes get one plain line a stage
                     console.print(f"{c.label}: {stage}", highlight=False, markup=False)
                     return
@@ -116,13 +134,56 @@ def run(
                 progress.update(tasks[c.index], completed=stages.index(stage) + 1, stage=stage)
 
             def on_notice(line: str) -> None:
-                console.print(line, highlight=False, markup=False)
+                if scripted:  # notices still reach stderr, stdout stays parseable
+                    error_console.print(line, highlight=False, markup=False)
+                else:
+                    console.print(line, highlight=False, markup=False)
 
             result = run_backtest(cfg, progress=on_progress, notice=on_notice, resume=resume,
                                   in_sample=in_sample, run_id=run_id)
     except BtError as e:
         fail(e)
-    _render_run(result)
+    if json:
+        typer.echo(orjson.dumps(run_json(result), option=orjson.OPT_INDENT_2).decode())
+    elif quiet:
+        typer.echo(f"results: {result.out_dir}")
+    else:
+        _render_run(result)
+
+
+def run_json(result) -> dict[str, Any]:
+    """`bt run --json`: the run id, its folder, the overall metrics and the books summary,
+    with the figures exactly as metrics.json holds them."""
+    from backtester.results import run_summary
+
+    summary = run_summary(result)
+    books = summary["books"] or {}
+    overall = books.get("overall", {})
+
+    def total_return(name: str | None) -> float | None:
+        return overall.get(name, {}).get("total_return") if name else None
+
+    best = books.get("best_single")
+    return {
+        "run_id": summary["run_id"],
+        "results": str(result.out_dir),
+        "report": str(result.out_dir / "report.html"),
+        "config_hash": summary["config_hash"],
+        "period": summary["period"],
+        "memory_mode": summary["memory_mode"],
+        "in_sample": summary["in_sample"],
+        "metrics": summary["overall"],
+        "books": {
+            "learned": total_return("learned"),
+            "equal_weight": total_return("equal_weight"),
+            "best_single": None if best is None else {"name": best,
+                                                      "total_return": total_return(best)},
+            "buy_and_hold": total_return("buy_and_hold"),
+            "learned_minus_equal": books.get("learned_minus_equal"),
+            "regret": books.get("regret"),
+            "significance": books.get("significance", {}).get("sentence"),
+        } if books else None,
+    }
 
 
 def _period(start, end) -> str:
