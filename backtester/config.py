@@ -243,15 +243,20 @@ class Config:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             if f.name == "strategies":
+                from backtester.plugins import source_keys
+
                 out["strategies"] = {
-                    s.name: {"enabled": True, **_section_dict(s)} for s in self.strategies
+                    s.name: {"enabled": True, **source_keys(s), **_section_dict(s)}
+                    for s in self.strategies
                 }
             elif f.name == "providers":
+                from backtester.plugins import source_keys
                 from backtester.providers import provider_kind
 
                 if self.providers:
-                    out["providers"] = {
-                        p.name: {"kind": provider_kind(p), **_section_dict(p, skip=("name",))}
+                    out["providers"] = {  # a plugin named by class keeps its class key
+                        p.name: {**(source_keys(p) or {"kind": provider_kind(p)}),
+                                 **_section_dict(p, skip=("name",))}
                         for p in self.providers
                     }
             elif f.name == "regress":
@@ -279,7 +284,7 @@ class Config:
             kinds = provider_kinds()
             data["providers"] = {
                 name: {k: v for k, v in table.items()
-                       if k not in getattr(kinds[table["kind"]], "TRANSPORT_FIELDS", ())}
+                       if k not in getattr(kinds.get(table.get("kind")), "TRANSPORT_FIELDS", ())}
                 for name, table in data["providers"].items()}
         for dotted in exclude:
             section, _, key = dotted.partition(".")
@@ -426,12 +431,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if value is not None:
             _set_dotted(data, dotted, value)
     try:
-        return _build_config(data, STRATEGY_REGISTRY)
+        base = Path(path).resolve().parent if path is not None else Path.cwd()
+        return _build_config(data, STRATEGY_REGISTRY, base=base)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 
 
-def _build_config(data: dict[str, Any], registry: dict[str, type]) -> Config:
+def _build_config(data: dict[str, Any], registry: dict[str, type], *,
+                  base: Path | None = None) -> Config:
+    """The Config of a parsed file; ``base`` is the folder plugin file paths are relative
+    to (the config file's; None: the working directory)."""
     sections = {f.name: f for f in dataclasses.fields(Config)}
     hints = typing.get_type_hints(Config)
     kwargs: dict[str, Any] = {}
@@ -443,9 +452,9 @@ def _build_config(data: dict[str, Any], registry: dict[str, type]) -> Config:
         if not isinstance(value, dict):
             raise ConfigError(f"'{name}' must be a [{name}] table, was {value!r}")
         if name == "strategies":
-            kwargs[name] = _build_strategies(value, registry)
+            kwargs[name] = _build_strategies(value, registry, base=base)
         elif name == "providers":
-            kwargs[name] = _build_providers(value, data.get(DEFAULTS_SECTION, {}))
+            kwargs[name] = _build_providers(value, data.get(DEFAULTS_SECTION, {}), base=base)
         elif name == "regress":
             kwargs[name] = _build_regress(value)
         else:
@@ -469,32 +478,50 @@ def _build_regress(data: dict[str, Any]) -> RegressConfig:
         for metric, limits in sorted(tolerances.items())))
 
 
-def _build_strategies(data: dict[str, Any], registry: dict[str, type]) -> tuple[Any, ...]:
+def _build_strategies(data: dict[str, Any], registry: dict[str, type], *,
+                      base: Path | None = None) -> tuple[Any, ...]:
+    """Strategy configs: a built-in by table name, a plugin by ``class = "module:Class"``
+    or by a ``bt.strategies`` entry point of that name (imported only when enabled)."""
+    from backtester import plugins
+
     configs = []
     for name, section in sorted(data.items()):  # canonical order, whatever the file's
-        if name not in registry:
-            raise _unknown("strategy", name, sorted(registry), lambda k: f"[strategies.{k}]")
+        spec = section.get("class") if isinstance(section, dict) else None
+        if spec is None and name not in registry:
+            installed = plugins.entry_point_names(plugins.STRATEGY_GROUP)
+            if name not in installed:
+                error = _unknown("strategy", name, sorted({*registry, *installed}),
+                                 lambda k: f"[strategies.{k}]")
+                raise ConfigError(f"{error}; or name your own with class = \"module:Class\"")
         if not isinstance(section, dict):
             raise ConfigError(f"strategies.{name} must be a table, was {section!r}")
-        section = dict(section)
-        enabled = _coerce(section.pop("enabled", True), bool, f"strategies.{name}.enabled")
-        if enabled:
-            configs.append(build_section(registry[name].config_class, section,
-                                         f"strategies.{name}"))
+        section = {k: v for k, v in section.items() if k != "class"}
+        if not _coerce(section.pop("enabled", True), bool, f"strategies.{name}.enabled"):
+            continue  # a disabled plugin is not imported
+        if spec is not None:
+            cls = plugins.strategy_class(name, _coerce(spec, str, f"strategies.{name}.class"),
+                                         base=base or Path.cwd())
+        elif name in registry:
+            cls = registry[name]
+        else:
+            cls = plugins.entry_point_strategy(name)
+        configs.append(build_section(cls.config_class, section, f"strategies.{name}"))
     if not configs:
         raise ConfigError("no strategy is enabled; enable at least one [strategies.<name>]")
     return tuple(configs)
 
 
-def _build_providers(data: dict[str, Any], llm_defaults: Any) -> tuple[Any, ...]:
-    """Provider configs; an LLM table starts from [llm_defaults] (its own keys win)."""
-    from backtester.providers import provider_kinds
+def _build_providers(data: dict[str, Any], llm_defaults: Any, *,
+                     base: Path | None = None) -> tuple[Any, ...]:
+    """Provider configs; an LLM table starts from [llm_defaults] (its own keys win). A table
+    gives ``kind`` (built-in or a ``bt.providers`` entry point) or ``class``."""
+    from backtester import plugins
+    from backtester.providers import known_kind, load_kind, provider_kinds
 
-    kinds = provider_kinds()
     if not isinstance(llm_defaults, dict):
         raise ConfigError(f"'{DEFAULTS_SECTION}' must be a [{DEFAULTS_SECTION}] table, was "
                           f"{llm_defaults!r}")
-    for key in ("kind", "name", "enabled"):
+    for key in ("kind", "class", "name", "enabled"):
         if key in llm_defaults:
             raise ConfigError(f"{DEFAULTS_SECTION}.{key} cannot be a default; set it in each "
                               f"[providers.<name>] table")
@@ -504,17 +531,25 @@ def _build_providers(data: dict[str, Any], llm_defaults: Any) -> tuple[Any, ...]
             raise ConfigError(f"providers.{name} must be a table, was {section!r}")
         section = dict(section)
         kind = section.pop("kind", None)
-        if kind not in kinds:
-            raise ConfigError(f"providers.{name}.kind must be one of "
-                              f"{', '.join(sorted(kinds))}, was {kind!r}")
+        spec = section.pop("class", None)
+        if kind is not None and spec is not None:
+            raise ConfigError(f"providers.{name} gives both kind and class; keep one")
+        if spec is None and not known_kind(kind):
+            kinds = sorted({*provider_kinds(), *plugins.entry_point_names(plugins.PROVIDER_GROUP)})
+            raise ConfigError(f"providers.{name}.kind must be one of {', '.join(kinds)}, was "
+                              f"{kind!r}; or name your own with class = \"module:Class\"")
         if kind == "llm":
             section = {**llm_defaults, **section}
-        if section.pop("enabled", True) is False:
-            continue
+        if _coerce(section.pop("enabled", True), bool, f"providers.{name}.enabled") is False:
+            continue  # a disabled plugin is not imported
         if section.setdefault("name", name) != name:
             raise ConfigError(f"providers.{name}.name must equal the table name {name!r}, "
                               f"was {section['name']!r}; remove the key")
-        config_class = kinds[kind].CONFIG_CLASS
+        if spec is None:
+            config_class = load_kind(kind).CONFIG_CLASS
+        else:
+            spec = _coerce(spec, str, f"providers.{name}.class")
+            config_class = plugins.provider_config_class(name, spec, base=base or Path.cwd())
         configs.append(build_section(config_class, section, f"providers.{name}"))
     return tuple(configs)
 

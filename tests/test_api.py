@@ -324,3 +324,18 @@ def test_a_script_outside_the_repository_runs_a_year_slice(tmp_path):
     report = tmp_path / figures["report"]
     assert report == tmp_path / "runs" / "study" / "report.html" and report.exists()
     assert figures["trades"] == len(bt.open_run(tmp_path / "runs" / "study").trades) > 0
+
+
+def test_open_run_never_imports_a_class_named_in_someone_elses_config(tmp_path):
+    # Arrange: a run folder whose config names a plugin file that would leave a mark
+    marker = tmp_path / "imported"
+    (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "metrics.json").write_text('{"run_id": "r", "overall": {}, "chunks": []}')
+    (folder / "config.toml").write_text(
+        f'[strategies.evil]\nclass = "{tmp_path / "evil.py"}:Evil"\n')
+    # Act / Assert
+    with pytest.raises(bt.ConfigError, match="without importing its plugins"):
+        bt.open_run(folder).config
+    assert not marker.exists()

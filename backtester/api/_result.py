@@ -103,7 +103,12 @@ class Result:
             if self.out_dir is None or not (self.out_dir / "config.toml").exists():
                 raise BtError(f"{self.out_dir}: the run folder has no config.toml; the "
                               "config is not recorded")
-            self._config = load_config(self.out_dir / "config.toml")
+            from backtester.plugins import no_imports
+
+            # an opened folder may come from someone else: its config names no code to run
+            with no_imports(f"open_run reads {self.out_dir} without importing its plugins; "
+                            "load that config yourself with bt.configure if you trust it"):
+                self._config = load_config(self.out_dir / "config.toml")
         return self._config
 
     @property
