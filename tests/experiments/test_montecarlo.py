@@ -203,15 +203,6 @@ def test_the_default_block_is_one_day_of_bars(timeframe, block):
     assert default_mean_block(timeframe) == block
 
 
-@pytest.fixture()
-def workdir(tmp_path, monkeypatch):
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "default.toml").write_text(
-        (ROOT / "configs" / "default.toml").read_text())
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def _mc(*args):
     return CliRunner().invoke(app, [
         "montecarlo", *args, "--engine", "local",
