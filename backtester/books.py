@@ -150,12 +150,17 @@ class Books:
 def chunk_figures(book: BookChunk, *, initial_equity: float, periods_per_year: float,
                   bar_seconds: float | None) -> dict[str, float]:
     """Return, Sharpe, max drawdown, trades and hit rate of one book over one chunk."""
-    m = compute_metrics(book.equity, book.open_positions, book.trades,
-                        initial_equity=initial_equity, periods_per_year=periods_per_year,
-                        bar_seconds=bar_seconds)
-    return {"total_return": m["total_return"], "sharpe": m["sharpe"],
-            "max_drawdown": m["max_drawdown"], "trades": m["trades"],
-            "hit_rate": m["win_rate"]}
+    return book_figures(compute_metrics(book.equity, book.open_positions, book.trades,
+                                        initial_equity=initial_equity,
+                                        periods_per_year=periods_per_year,
+                                        bar_seconds=bar_seconds))
+
+
+def book_figures(metrics: dict[str, float]) -> dict[str, float]:
+    """A book's chunk figures from its ``compute_metrics`` (hit rate: the win rate)."""
+    return {"total_return": metrics["total_return"], "sharpe": metrics["sharpe"],
+            "max_drawdown": metrics["max_drawdown"], "trades": metrics["trades"],
+            "hit_rate": metrics["win_rate"]}
 
 
 def attribution(figures: dict[str, dict[str, float]], providers: list[str]) -> dict[str, Any]:
@@ -199,7 +204,8 @@ def empty_trades() -> np.ndarray:
 def summarise(parts: dict[str, list[BookChunk]], chunks: list[tuple[str, dict[str, Any]]],
               names: list[str], providers: list[str], *, times: np.ndarray,
               regimes: np.ndarray, config: Config, periods_per_year: float,
-              bar_seconds: float | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+              bar_seconds: float | None, learned_metrics: dict[str, float]
+              ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The books over the whole run: (metrics.json "books" section, equity per book).
 
     Overall figures per book, learned - equal weight and the regret to the best single
@@ -207,6 +213,7 @@ def summarise(parts: dict[str, list[BookChunk]], chunks: list[tuple[str, dict[st
     weights by more than noise (probabilistic Sharpe ratio of ``learned``, stationary
     block bootstrap of the daily return difference: evaluation.py), and ``learned``
     against ``buy_and_hold`` (alpha, beta, information ratio, correlation).
+    ``learned_metrics`` are the run's own overall metrics (the learned book's).
     """
     from backtester.evaluation import (
         benchmark_relative,
@@ -221,9 +228,9 @@ def summarise(parts: dict[str, list[BookChunk]], chunks: list[tuple[str, dict[st
     for name in names:
         curve = np.concatenate([p.equity for p in parts[name]])
         trades = np.concatenate([p.trades for p in parts[name]])
-        m = compute_metrics(curve, np.concatenate([p.open_positions for p in parts[name]]),
-                            trades, initial_equity=cash, periods_per_year=periods_per_year,
-                            bar_seconds=bar_seconds)
+        m = learned_metrics if name == LEARNED else compute_metrics(
+            curve, np.concatenate([p.open_positions for p in parts[name]]), trades,
+            initial_equity=cash, periods_per_year=periods_per_year, bar_seconds=bar_seconds)
         equity[name] = curve
         overall[name] = {k: m[k] for k in ("total_return", "cagr", "sharpe", "max_drawdown",
                                            "trades", "win_rate")} | {"hit_rate": m["win_rate"]}

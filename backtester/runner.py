@@ -21,7 +21,14 @@ import numpy as np
 import pandas as pd
 
 from backtester import learning
-from backtester.books import LEARNED, BookChunk, Books, attribution, chunk_figures
+from backtester.books import (
+    LEARNED,
+    BookChunk,
+    Books,
+    attribution,
+    book_figures,
+    chunk_figures,
+)
 from backtester.checks import is_folder_name
 from backtester.chunks import Chunk, plan_chunks
 from backtester.config import Config
@@ -226,7 +233,7 @@ class WalkForward:
         rows, totals = [], {p.name: {"calls": 0, "cached": 0} for p in callers}
         for chunk in chunks:
             candidates = self._candidates(chunk)
-            similar = self._similar(candidates, callers)
+            similar = self._similar(candidates, self._states(candidates), callers)
             row = {"label": chunk.label, "candidates": len(candidates), "providers": {}}
             for p in callers:
                 counts = p.plan(self.context, candidates, similar)
@@ -274,11 +281,7 @@ class WalkForward:
                                 without_memory=decided.without_memory, ids=decided.ids,
                                 size_multiplier=decided.size_multiplier,
                                 first_chunk=chunk is self.chunks[0], last_chunk=last)
-        figures = {LEARNED: chunk_figures(BookChunk(sim.equity, sim.open_positions,
-                                                    sim.trades),
-                                          initial_equity=initial_equity,
-                                          periods_per_year=self.ppy,
-                                          bar_seconds=self.bar_seconds)}
+        figures = {LEARNED: book_figures(metrics)}  # the run itself is the learned book
         for name, book in books.items():
             figures[name] = chunk_figures(book, initial_equity=book_starts[name],
                                           periods_per_year=self.ppy,
@@ -331,12 +334,13 @@ class WalkForward:
                 mask |= provider.propose(self.context, chunk.start, chunk.stop)
         return Candidates.from_mask(mask, chunk.start)
 
-    def _similar(self, candidates: Candidates, providers: list[Provider]) -> Any:
+    def _similar(self, candidates: Candidates, states: np.ndarray,
+                 providers: list[Provider]) -> Any:
         """The k nearest past situations, for providers that read them (else None)."""
         if (self.memory is None or not len(self.memory.vectors) or not len(candidates)
                 or not any(getattr(p, "uses_similar", False) for p in providers)):
             return None
-        return self.memory.vectors.similar(self._states(candidates), self.config.memory.k)
+        return self.memory.vectors.similar(states, self.config.memory.k)
 
     def _decide(self, run: _Run, chunk: Chunk, candidates: Candidates) -> learning.Decided:
         """Weights learned so far, every provider's votes, the scores and the decisions."""
@@ -348,7 +352,7 @@ class WalkForward:
                                          {}))
         regimes = self.context.regimes[candidates.bar, candidates.asset]
         states = self._states(candidates)
-        similar = self._similar(candidates, self.providers)
+        similar = self._similar(candidates, states, self.providers)
         votes = [p.vote(self.context, candidates, similar) for p in self.providers] \
             if len(candidates) else []
         score, without_memory, memory_vote = self._score(votes, weights, regimes, states,
@@ -458,7 +462,8 @@ class WalkForward:
         books, book_equity = summarise(
             book_parts, [(c.chunk.label, c.books) for c in run.done], run.books.names, self.names,
             times=self.bars.times[self.first:], regimes=self.context.regimes,
-            config=self.config, periods_per_year=self.ppy, bar_seconds=self.bar_seconds)
+            config=self.config, periods_per_year=self.ppy, bar_seconds=self.bar_seconds,
+            learned_metrics=metrics)
         prices = pd.DataFrame({"time": times, **{
             s: self.bars.close[self.first:, j] for j, s in enumerate(self.bars.symbols)}})
         mode = self.config.memory.mode if self.memory is not None else "off"
