@@ -38,11 +38,20 @@ def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def warmup_bars(config: Config) -> int:
+def warmup_bars(config: Config, timeframes: tuple[str, ...] | None = None) -> int:
     """Bars loaded before the period: every feature and regime defined at its start, and
-    the training history the ML providers ask for (train_bars + horizon)."""
+    the training history the ML providers ask for (train_bars + horizon).
+
+    ``timeframes`` (None: ``config.features.timeframes``, () where the config has none)
+    adds the higher timeframes' warm-up: HIGHER_WARMUP_BARS bars of the longest one.
+    """
+    from backtester.timeframes import higher_warmup_bars
+
+    if timeframes is None:
+        timeframes = getattr(getattr(config, "features", None), "timeframes", ())
     history = [getattr(p, "train_bars", 0) + getattr(p, "horizon", 0) for p in config.providers]
-    return max([WARMUP_BARS, regime_warmup(config.regime), *history])
+    return max([WARMUP_BARS, regime_warmup(config.regime), *history,
+                higher_warmup_bars(tuple(timeframes), config.data.timeframe)])
 
 
 def load_market(config: Config) -> tuple[Bars, int]:

@@ -13,7 +13,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from backtester.features import FEATURE_NAMES
 from backtester.providers.base import Candidates, MarketContext, Similar, Votes
 
 
@@ -34,8 +33,8 @@ class Signals:
 
 
 def feature(context: MarketContext, name: str) -> np.ndarray:
-    """One feature as a (n_bars, n_assets) array."""
-    return context.features[:, :, FEATURE_NAMES.index(name)]
+    """One feature as a (n_bars, n_assets) array, by name (``rsi14``, ``sma50_4h``)."""
+    return context.feature(name)
 
 
 def crossed_below(x: np.ndarray, level: float) -> np.ndarray:

@@ -41,3 +41,4 @@ class Momentum(Strategy):
         strength = np.abs(feature(context, "sma20")) / self.config.confidence_scale
         confidence = np.clip(np.nan_to_num(strength, nan=0.0), 0.0, 1.0)
         return Signals(entry, view, confidence)
+

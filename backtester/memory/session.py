@@ -1,7 +1,8 @@
 """The memory as one run sees it: the store and the vector memory, locked for the run.
 
 Also the state vector of a situation (features + regime at entry): what the memory vote
-searches. Its texts are in texts.py.
+searches; with ``features.timeframes`` it holds the higher timeframes' features too. Its
+texts (and ``state_names``) are in texts.py.
 """
 
 from __future__ import annotations
@@ -17,21 +18,26 @@ import pandas as pd
 
 from backtester.config import Config
 from backtester.ensemble import empty_stats
-from backtester.features import FEATURE_NAMES
 from backtester.memory.embedders import default_embedder, preload
 from backtester.memory.io import FolderLock
 from backtester.memory.store import MemoryStore
-from backtester.memory.texts import index_text
+from backtester.memory.texts import STATE_NAMES, STATE_REGIMES, index_text, state_names
 from backtester.memory.vectors import VectorMemory
 from backtester.providers.base import Candidates, MarketContext
-from backtester.regime import RANGING, REGIME_NAMES, TRENDING, VOLATILE
+from backtester.timeframes import higher_feature_names
 
-STATE_REGIMES = (RANGING, TRENDING, VOLATILE)
-STATE_NAMES = FEATURE_NAMES + tuple(f"regime_{REGIME_NAMES[r].lower()}" for r in STATE_REGIMES)
+
+def config_state_names(config: Config) -> tuple[str, ...]:
+    """The state names of a run of ``config``: its features (``features.timeframes``
+    included), then the regime one-hot; STATE_NAMES without timeframes."""
+    timeframes = getattr(getattr(config, "features", None), "timeframes", ())
+    return state_names(higher_feature_names(tuple(timeframes)))
 
 
 def state_vectors(context: MarketContext, candidates: Candidates) -> np.ndarray:
-    """(K, 15) float32: the 12 features at each candidate bar, then the regime one-hot."""
+    """(K, n_features + 3) float32: every feature column at each candidate bar (the 12,
+    then 12 per higher timeframe: ``state_names(context.feature_names)``), then the regime
+    one-hot; NaN as 0."""
     features = context.features[candidates.bar, candidates.asset]
     regimes = context.regimes[candidates.bar, candidates.asset]
     onehot = (regimes[:, None] == np.array(STATE_REGIMES)[None, :]).astype(np.float64)
@@ -45,6 +51,7 @@ class MemorySession:
     config: Config
     store: MemoryStore
     vectors: VectorMemory
+    state_names: tuple[str, ...] = STATE_NAMES  # what each state vector is made of
 
     @classmethod
     @contextlib.contextmanager
@@ -56,6 +63,7 @@ class MemorySession:
         """
         folder = Path(config.memory.dir)
         learns = config.memory.learns
+        names = config_state_names(config)
         if learns:
             folder.mkdir(parents=True, exist_ok=True)
         else:
@@ -68,9 +76,9 @@ class MemorySession:
             preload(embedder)
             vectors = VectorMemory.load(
                 folder, committed_generation=store.generation,
-                max_size=config.memory.max_memory_size, embedder=embedder,
+                max_size=config.memory.max_memory_size, embedder=embedder, state_names=names,
             )
-            yield cls(config, store, vectors)
+            yield cls(config, store, vectors, names)
 
     @property
     def generation(self) -> int:
@@ -90,8 +98,8 @@ class MemorySession:
                run_state: dict[str, Any] | None) -> None:
         """Write one chunk: outcomes, stats, snapshot, vectors, then the manifest."""
         states = np.array([o["state"] for o in outcomes], dtype=np.float32).reshape(
-            len(outcomes), len(STATE_NAMES))
-        texts = [index_text(o) for o in outcomes]
+            len(outcomes), len(self.state_names))
+        texts = [index_text(o, self.state_names) for o in outcomes]
         rows = [{k: o[k] for k in ("decision_id", "symbol", "direction", "return_pct", "pnl",
                                    "exit_reason", "regime", "entry_time", "generation",
                                    "description")} for o in outcomes]

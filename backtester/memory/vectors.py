@@ -8,7 +8,10 @@ One id space, two FAISS indexes, stored under ``<memory>/vectors/``:
 - ``text.faiss``: ``IndexFlatIP`` of normalised text embeddings of each outcome's
   description (and reasoning): cosine similarity, for ``bt memory search`` and prompts.
 - ``index.json``: schema version, generation, both embedders' names and dimensions, and
-  one metadata dict per row; row ``i`` of both indexes belongs to ``rows[i]``.
+  one metadata dict per row; row ``i`` of both indexes belongs to ``rows[i]``. The state
+  embedder ``features-v1`` is the 12 features and the regime one-hot (``STATE_NAMES``);
+  ``features-v2`` records its dimensions' names (with ``features.timeframes``), and an
+  index is refused by a run whose state vectors are made of other names.
 
 Files are FAISS's own binary format and JSON (no pickle), each written atomically,
 ``index.json`` last. Rows added within a chunk are staged: searches see them only after
@@ -29,10 +32,11 @@ import pandas as pd
 from backtester.errors import MemoryStoreError
 from backtester.memory.embedders import Embedder, encode_unique
 from backtester.memory.io import atomic_write_bytes, atomic_write_many
-from backtester.memory.texts import index_text
+from backtester.memory.texts import STATE_NAMES, index_text, state_names_mismatch
 
 SCHEMA_VERSION = 1
-STATE_EMBEDDER_NAME = "features-v1"
+STATE_EMBEDDER_NAME = "features-v1"  # state vectors of STATE_NAMES, no names recorded
+NAMED_STATE_EMBEDDER = "features-v2"  # state vectors whose names index.json records
 VECTORS_FOLDER = "vectors"
 STATES_FILE = "states.faiss"
 TEXT_FILE = "text.faiss"
@@ -52,11 +56,14 @@ class VectorMemory:
     keep every row.
     """
 
-    def __init__(self, *, max_size: int, embedder: Embedder, generation: int = 0) -> None:
+    def __init__(self, *, max_size: int, embedder: Embedder, generation: int = 0,
+                 state_names: tuple[str, ...] | None = None) -> None:
         if max_size < 1:
             raise MemoryStoreError(f"memory.max_memory_size: must be >= 1, was {max_size}")
         self._max_size = int(max_size)
         self._embedder = embedder
+        # what each state dimension is (state_names); None: unknown, dimensions only
+        self._state_names = None if state_names is None else tuple(state_names)
         self.generation = int(generation)
         self._state_dim: int | None = None
         self._states = np.zeros((0, 0), dtype=np.float32)
@@ -75,7 +82,7 @@ class VectorMemory:
 
     @classmethod
     def load(cls, folder: Path, *, committed_generation: int, max_size: int,
-             embedder: Embedder) -> VectorMemory:
+             embedder: Embedder, state_names: tuple[str, ...] | None = None) -> VectorMemory:
         """Load ``<folder>/vectors/``, keeping rows of committed generations only.
 
         Parameters
@@ -90,16 +97,19 @@ class VectorMemory:
             How many of the newest rows (by entry time) to search.
         embedder
             The text embedder of this run; the index must have been built by the same one.
+        state_names
+            What this run's state vectors are made of (``texts.state_names``); an index
+            holding rows of other state names is refused. None: not checked.
 
         Raises
         ------
         MemoryStoreError
-            If a file is missing, corrupt or inconsistent, comes from a newer bt, or the
-            text index was built by another embedder. The message names the file and the
-            repair.
+            If a file is missing, corrupt or inconsistent, comes from a newer bt, the
+            text index was built by another embedder, or the state vectors of other
+            features (``features.timeframes``). The message names the file and the repair.
         """
         vectors = Path(folder) / VECTORS_FOLDER
-        memory = cls(max_size=max_size, embedder=embedder)
+        memory = cls(max_size=max_size, embedder=embedder, state_names=state_names)
         if not vectors.is_dir():
             return memory
         index_path = vectors / INDEX_FILE
@@ -112,6 +122,13 @@ class VectorMemory:
                                    f"{_DOCTOR}")
         header, rows = _read_index_json(index_path, embedder)
         state_dim = header["state_dim"]
+        recorded = _recorded_names(header)
+        mismatch = rows and state_names is not None and state_names_mismatch(
+            recorded, state_dim, tuple(state_names))
+        if mismatch:
+            raise MemoryStoreError(f"memory.dir {folder}: {mismatch}")
+        if state_names is None:
+            memory._state_names = recorded
         states = _read_faiss(vectors / STATES_FILE, metric=faiss.METRIC_L2, dim=state_dim,
                              count=len(rows))
         texts = _read_faiss(vectors / TEXT_FILE, metric=faiss.METRIC_INNER_PRODUCT,
@@ -164,10 +181,20 @@ class VectorMemory:
             "generation": self.generation,
             "state_dim": state_dim,
             "text_embedder": {"name": self._embedder.name, "dim": self._embedder.dim},
-            "state_embedder": {"name": STATE_EMBEDDER_NAME, "dim": state_dim},
+            "state_embedder": self._state_embedder(state_dim),
             "rows": self._rows,
         }
         atomic_write_bytes(vectors / INDEX_FILE, orjson.dumps(header))
+
+    def _state_embedder(self, state_dim: int) -> dict[str, Any]:
+        """index.json's record of what the state vectors are made of."""
+        names = self._state_names
+        if names is not None and len(names) != state_dim:
+            names = None  # no rows yet, or rows of another length: the names do not fit
+        if not state_dim or (names in (None, STATE_NAMES) and state_dim == len(STATE_NAMES)):
+            return {"name": STATE_EMBEDDER_NAME, "dim": state_dim}
+        return {"name": NAMED_STATE_EMBEDDER, "dim": state_dim,
+                "names": None if names is None else list(names)}
 
     # ------------------------------------------------------------------ adding rows
 
@@ -369,23 +396,27 @@ class VectorMemory:
             "max_size": self._max_size,
             "generation": self.generation,
             "state_dim": self._state_dim,
-            "state_embedder": {"name": STATE_EMBEDDER_NAME, "dim": self._state_dim},
+            "state_embedder": self._state_embedder(self._state_dim or 0),
             "text_embedder": {"name": self._embedder.name, "dim": self._embedder.dim},
         }
 
 
 def rebuild(folder: Path, outcomes: list[dict[str, Any]], generation: int,
-            embedder: Embedder) -> None:
+            embedder: Embedder, state_names: tuple[str, ...] | None = None) -> None:
     """Write fresh vector indexes for ``folder`` from its outcome dicts (`bt memory doctor`).
 
     Each outcome needs the row fields (``ROW_FIELDS``), "state" (list of floats) and
     optionally "reasoning"; its text is ``texts.index_text``. Outcomes of
     generations newer than ``generation`` (not committed) are left out. All texts are
-    embedded in one call.
+    embedded in one call. ``state_names`` None: those the old index.json recorded, if it
+    can be read, else STATE_NAMES for states of that length, else unrecorded.
     """
     committed = [outcome for outcome in outcomes
                  if _generation_of(outcome) <= generation]
-    memory = VectorMemory(max_size=max(1, len(committed)), embedder=embedder)
+    if state_names is None:
+        state_names = _previous_names(Path(folder) / VECTORS_FOLDER / INDEX_FILE, embedder)
+    memory = VectorMemory(max_size=max(1, len(committed)), embedder=embedder,
+                          state_names=state_names)
     if committed:
         lengths = {len(outcome.get("state") or ()) for outcome in committed}
         if len(lengths) != 1 or 0 in lengths:
@@ -394,7 +425,8 @@ def rebuild(folder: Path, outcomes: list[dict[str, Any]], generation: int,
                 f"lengths {sorted(lengths)}; reset the memory (`bt memory reset`) and run again"
             )
         states = np.array([outcome["state"] for outcome in committed], dtype=np.float32)
-        texts = [index_text(outcome) for outcome in committed]
+        names = state_names if state_names is not None else STATE_NAMES
+        texts = [index_text(outcome, names) for outcome in committed]
         rows = [_clean_row(outcome, _generation_of(outcome)) for outcome in committed]
         memory._stage(states, encode_unique(embedder, texts), rows)
     memory.save(folder, generation)
@@ -492,10 +524,12 @@ def _read_index_json(path: Path, embedder: Embedder) -> tuple[dict[str, Any], li
     elif not (isinstance(text, dict) and isinstance(text.get("name"), str)
               and _is_count(text.get("dim"))):
         problem = f"text_embedder must be {{name, dim}}, was {text!r}"
-    elif not (isinstance(state, dict) and state.get("name") == STATE_EMBEDDER_NAME
-              and state.get("dim") == state_dim):
+    elif not (isinstance(state, dict) and state.get("dim") == state_dim
+              and (state.get("name") == STATE_EMBEDDER_NAME
+                   or state.get("name") == NAMED_STATE_EMBEDDER and _names_fit(state, state_dim))):
         problem = (f"state_embedder must be {{name: {STATE_EMBEDDER_NAME!r}, dim: "
-                   f"{state_dim!r}}}, was {state!r}")
+                   f"{state_dim!r}}} or {{name: {NAMED_STATE_EMBEDDER!r}, dim: {state_dim!r}, "
+                   f"names: [{state_dim!r} names] or null}}, was {state!r}")
     elif not isinstance(rows, list):
         problem = f"rows must be a list, was {type(rows).__name__}"
     else:
@@ -517,6 +551,29 @@ def _read_index_json(path: Path, embedder: Embedder) -> tuple[dict[str, Any], li
             f"with {embedder.name!r}, or use --memory-dir for a separate memory"
         )
     return header, rows
+
+
+def _names_fit(state: dict[str, Any], state_dim: int) -> bool:
+    names = state.get("names")
+    return names is None or (isinstance(names, list) and len(names) == state_dim
+                             and all(isinstance(name, str) for name in names))
+
+
+def _recorded_names(header: dict[str, Any]) -> tuple[str, ...] | None:
+    """What index.json says the state vectors are made of; None when it does not know."""
+    state = header["state_embedder"]
+    if state["name"] == STATE_EMBEDDER_NAME:  # also every index written before v2 existed
+        return STATE_NAMES if header["state_dim"] in (0, len(STATE_NAMES)) else None
+    names = state.get("names")
+    return None if names is None else tuple(names)
+
+
+def _previous_names(path: Path, embedder: Embedder) -> tuple[str, ...] | None:
+    """The state names an existing index.json records, or None (no file, unreadable)."""
+    try:
+        return _recorded_names(_read_index_json(path, embedder)[0])
+    except MemoryStoreError:
+        return None
 
 
 def _is_count(value: Any) -> bool:

@@ -8,6 +8,8 @@ from typing import Protocol
 import numpy as np
 
 from backtester.data.bars import Bars
+from backtester.errors import ConfigError
+from backtester.features import FEATURE_NAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,12 +17,24 @@ class MarketContext:
     """Everything a provider may look at, over the whole loaded range.
 
     A provider deciding at bar t must read rows <= t only; features and regimes are
-    causal, so row t of them depends on bars <= t alone.
+    causal, so row t of them depends on bars <= t alone. ``feature_names`` names the
+    last axis of ``features``: the 12 FEATURE_NAMES, then with ``features.timeframes``
+    12 per higher timeframe (``rsi14_4h``: the last closed 4h bar's RSI, timeframes.py).
     """
 
     bars: Bars
     features: np.ndarray  # (n_bars, n_assets, n_features) float64
     regimes: np.ndarray  # (n_bars, n_assets) int8
+    feature_names: tuple[str, ...] = FEATURE_NAMES
+
+    def feature(self, name: str) -> np.ndarray:
+        """One feature column by name, a (n_bars, n_assets) view of ``features``."""
+        try:
+            column = self.feature_names.index(name)
+        except ValueError:
+            raise ConfigError(f"unknown feature {name!r}; valid: "
+                              f"{', '.join(self.feature_names)}") from None
+        return self.features[:, :, column]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,8 @@
 
 The label, training rows, validation split, vote and report are those of ``ml.py``
 (`LSTMProvider` subclasses its `ReversalProvider`). The network reads the window of
-``window`` bars of the 12 features ending AT the bar it judges, standardised with the
-mean and std of the training rows.
+``window`` bars of every feature column (the 12, and 12 per ``features.timeframes``)
+ending AT the bar it judges, standardised with the mean and std of the training rows.
 
 torch is imported on first training or vote, not when this module is imported, so a run
 without an LSTM provider never loads it. Nothing is written to disk: the model lives in

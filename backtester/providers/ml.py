@@ -452,7 +452,7 @@ class GradientBoostingProvider(ReversalProvider):
         return out
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
-        """P(reversal) of feature rows x (k, 12) without NaN."""
+        """P(reversal) of feature rows x (k, n_features) without NaN."""
         if len(x) == 0:
             return np.zeros(0)
         with _openmp_threads(self.config.threads):

@@ -15,10 +15,13 @@ from backtester.features import FEATURE_NAMES
 from backtester.providers.base import MarketContext
 from backtester.providers.http import Messages
 from backtester.regime import REGIME_NAMES
+from backtester.timeframes import higher_feature_names, timeframe_blocks
 
 RECENT_BARS = 10  # closes shown in a prompt, the candidate bar being the last
+# {features} lists the 12 features, then (with features.timeframes) one "Higher timeframe"
+# line per timeframe; {higher_timeframes} holds those lines alone ("none" without them).
 TEMPLATE_FIELDS = ("symbol", "time", "timeframe", "regime", "features", *FEATURE_NAMES,
-                   "recent_closes", "similar")
+                   "recent_closes", "similar", "higher_timeframes")
 DEBATE_FIELDS = ("bull_argument", "bear_argument")  # a judge's template shows both
 # The system message of a template without a [system] line (a template: braces doubled).
 DEFAULT_SYSTEM = ('You are a trading analyst. Answer with one JSON object only: {{"action": '
@@ -111,6 +114,8 @@ def prompt_fields(context: MarketContext, bar: int, asset: int, similar: list[di
     bars = context.bars
     values = context.features[bar, asset].tolist()
     features = {name: _format_number(values[i], "{:.4g}") for i, name in enumerate(FEATURE_NAMES)}
+    higher = [(tf, [_format_number(v, "{:.4g}") for v in values[col:col + len(FEATURE_NAMES)]])
+              for tf, col in timeframe_blocks(getattr(context, "feature_names", FEATURE_NAMES))]
     first = max(0, bar - RECENT_BARS + 1)
     closes = bars.close[first:bar + 1, asset].tolist()
     if anonymize:
@@ -124,12 +129,24 @@ def prompt_fields(context: MarketContext, bar: int, asset: int, similar: list[di
         "time": "bar t" if anonymize else format_time(int(bars.times[bar])),
         "timeframe": bars.timeframe,
         "regime": REGIME_NAMES.get(int(context.regimes[bar, asset]), "UNKNOWN"),
-        "features": "\n".join(f"{name}: {text}" for name, text in features.items()),
-        **features,
+        **_feature_fields(features, higher),
         "recent_closes": "\n".join(f"t-{last - i}: {c}" if i < last else f"t: {c}"
                                    for i, c in enumerate(shown)),
         "similar": _format_similar(similar, k_similar, anonymize),
     }
+
+
+def _feature_fields(features: dict[str, str],
+                    higher: list[tuple[str, list[str]]]) -> dict[str, str]:
+    """{features}, each feature alone and {higher_timeframes}; without higher timeframes
+    {features} is the 12 "name: value" lines exactly as before they existed."""
+    text = "\n".join(f"{name}: {value}" for name, value in features.items())
+    sections = "\n".join(
+        f"Higher timeframe {tf} (last closed bar): "
+        + ", ".join(f"{name}={value}" for name, value in zip(FEATURE_NAMES, shown))
+        for tf, shown in higher)
+    return {"features": f"{text}\n\n{sections}" if sections else text, **features,
+            "higher_timeframes": sections or "none"}
 
 
 def placeholder_similar(k: int) -> list[dict]:
@@ -140,17 +157,20 @@ def placeholder_similar(k: int) -> list[dict]:
             for n in range(k)]
 
 
-def placeholder_fields(*, k_similar: int = 5, anonymize: bool = False) -> dict[str, str]:
+def placeholder_fields(*, k_similar: int = 5, anonymize: bool = False,
+                       timeframes: tuple[str, ...] = ()) -> dict[str, str]:
     """Neutral fields of realistic length, for a preflight prompt without market data."""
     features = {name: "0.01234" for name in FEATURE_NAMES}
     features["rsi14"] = "52.3"
+    names = higher_feature_names(timeframes)
+    higher = [(tf, [features[name] for name in FEATURE_NAMES])
+              for tf, _ in timeframe_blocks(names)]
     return {
         "symbol": "ASSET_0" if anonymize else "BTCUSD",
         "time": "bar t" if anonymize else "2025-01-02 12:00 UTC",
         "timeframe": "15min",
         "regime": "RANGING",
-        "features": "\n".join(f"{name}: {text}" for name, text in features.items()),
-        **features,
+        **_feature_fields(features, higher),
         "recent_closes": "\n".join(f"t-{RECENT_BARS - 1 - i}: {100.0 + 0.12 * i:.2f}"
                                    if i < RECENT_BARS - 1 else f"t: {100.0 + 0.12 * i:.2f}"
                                    for i in range(RECENT_BARS)),

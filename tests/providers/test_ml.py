@@ -379,3 +379,25 @@ def test_ml_toml_lists_every_config_field_at_its_default(kind):
     fields = {f.name for f in dataclasses.fields(config_class)} - {"name"}
     assert set(table) == fields
     assert config_class(name=kind, **table) == config_class()
+
+
+@pytest.mark.parametrize("kind", sorted(PROVIDERS))
+def test_providers_train_and_vote_on_every_column_with_higher_timeframes(kind):
+    # Arrange: the 12 features plus a 2h block (24 columns)
+    from backtester.timeframes import market_features
+
+    bars = planted_market()
+    features, names = market_features(bars, ("2h",))
+    context = MarketContext(bars, features, compute_regimes(bars), names)
+    cls, config = PROVIDERS[kind]
+    provider = cls(config)
+    # Act
+    report = provider.prepare(context, START, N_BARS)
+    probability = provider.reversal_probability(context, all_candidates(START, N_BARS))
+    # Assert
+    assert report["trained"] == 1.0
+    assert np.isfinite(probability).all()
+    if kind == "gbm":
+        assert provider._model.n_features_in_ == 24
+    else:
+        assert provider._model["lstm"].input_size == 24 and provider._mean.shape == (24,)
