@@ -11,8 +11,9 @@ same engine simulates it with the book's own state carried across chunks:
 - ``buy_and_hold``: equal capital in every symbol, decided at the first bar's close
   (filled at the next open, like every decision), held to the end, with the same costs.
 
-The learned book trades the monitor's size multiplier and so does its memory-less twin;
-the others trade the configured size. Figures per book and chunk come from
+Every book sizes with the run's [sizing] method from its own score; the learned book
+trades the monitor's adapted parameters (size multiplier, threshold, volatility target)
+and so does its memory-less twin; the others trade the configured ones. Figures per book and chunk come from
 ``metrics.compute_metrics``; hit rate is the share of the book's closed trades that won.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from backtester.config import Config
-from backtester.engine import Decisions, EngineState, simulate
+from backtester.engine import Decisions, EngineState
 from backtester.engine.records import trade_dt
 from backtester.ensemble import build_decisions, equal_weights, provider_scores
 from backtester.metrics import compute_metrics
@@ -63,13 +64,13 @@ class Books:
         The run's config (execution, ensemble threshold, initial cash).
     providers : list[str]
         Provider names in vote order.
-    n_assets : int
-        Assets in the bars.
+    trading : portfolio.Trading
+        The run's rules, per-bar inputs and sizer.
     """
 
     config: Config
     providers: list[str]
-    n_assets: int
+    trading: Any
     states: dict[str, EngineState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,9 +80,9 @@ class Books:
 
             raise ConfigError(f"provider name {clash[0]!r} is reserved for a counterfactual "
                               f"book; rename the provider")
+        self.n_assets = self.trading.bars.n_assets
         if not self.states:
-            cash = self.config.run.initial_cash
-            self.states = {name: EngineState.initial(self.n_assets, cash)
+            self.states = {name: self.trading.initial_state(hold=name == BUY_AND_HOLD)
                            for name in self.simulated}
 
     @property
@@ -98,16 +99,18 @@ class Books:
         return {name: state.to_json() for name, state in self.states.items()}
 
     @classmethod
-    def from_json(cls, config: Config, providers: list[str], n_assets: int,
+    def from_json(cls, config: Config, providers: list[str], trading: Any,
                   states: dict[str, Any]) -> Books:
         """Books continuing from ``states_json`` output."""
-        return cls(config, providers, n_assets,
+        return cls(config, providers, trading,
                    {name: EngineState.from_json(s) for name, s in states.items()})
 
-    def trade(self, window: Any, *, start: int, stop: int, candidates: Candidates,
-              votes: list[Votes], without_memory: np.ndarray, ids: np.ndarray,
-              size_multiplier: float, first_chunk: bool, last_chunk: bool) -> dict[str, BookChunk]:
-        """Simulate every book but ``learned`` over the chunk's bars ``window`` [start, stop)."""
+    def trade(self, *, start: int, stop: int, candidates: Candidates, votes: list[Votes],
+              without_memory: np.ndarray, ids: np.ndarray, regimes: np.ndarray,
+              parameters: dict[str, Any], first_chunk: bool, last_chunk: bool
+              ) -> dict[str, BookChunk]:
+        """Simulate every book but ``learned`` over the chunk's bars [start, stop);
+        ``parameters`` are the monitor's, in force for the learned book."""
         scores: dict[str, np.ndarray] = {}
         if len(candidates):
             scores[EQUAL_WEIGHT] = provider_scores(votes, equal_weights(len(votes)))
@@ -115,26 +118,24 @@ class Books:
             for name, v in zip(self.providers, votes):
                 scores[name] = np.where(v.abstentions(), 0.0,
                                         v.vote.astype(np.float64) * v.confidence)
-        execution = self.config.execution
         out = {}
         for name in self.simulated:
             if name == BUY_AND_HOLD:
                 decisions = self._buy_and_hold(stop - start, first_chunk)
             elif name in scores:
+                adapted = parameters if name == WITHOUT_MEMORY else {
+                    "kelly": parameters.get("kelly", {})}  # the tallies are shared data
+                sizes, _ = self.trading.size(candidates, scores[name], votes, self.providers,
+                                             regimes, adapted)
                 decisions = build_decisions(
                     candidates, scores[name], ids, start=start, stop=stop,
-                    n_assets=self.n_assets, ensemble=self.config.ensemble, execution=execution,
-                    size_multiplier=size_multiplier if name == WITHOUT_MEMORY else 1.0)
+                    n_assets=self.n_assets, ensemble=self.config.ensemble,
+                    execution=self.config.execution, sizes=sizes,
+                    threshold=adapted.get("threshold"))
             else:
                 decisions = Decisions.empty(stop - start, self.n_assets)
-            hold = name == BUY_AND_HOLD
-            sim = simulate(
-                window.open, window.high, window.low, window.close, decisions,
-                state=self.states[name], commission=execution.commission,
-                slippage=execution.slippage,
-                max_holding_bars=0 if hold else execution.max_holding_bars,
-                max_open_positions=0 if hold else execution.max_open_positions,
-                close_at_end=last_chunk, bar_offset=start)
+            sim = self.trading.simulate(decisions, self.states[name], start, stop,
+                                        last=last_chunk, hold=name == BUY_AND_HOLD)
             self.states[name] = sim.state
             out[name] = BookChunk(sim.equity, sim.open_positions, sim.trades)
         return out

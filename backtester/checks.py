@@ -29,3 +29,11 @@ def is_folder_name(text: object) -> bool:
     """A run, sweep or trial id: letters, digits, ``_ . -``, starting with a letter or digit
     (so never ``.``, ``..`` or a path: a folder from someone else cannot point outside)."""
     return isinstance(text, str) and FOLDER_NAME.fullmatch(text) is not None
+
+
+def require(condition: bool, key: str, value: object, expected: str) -> None:
+    """Raise ConfigError "<key> must be <expected>, was <value>" unless ``condition``."""
+    if not condition:
+        from backtester.errors import ConfigError
+
+        raise ConfigError(f"{key} must be {expected}, was {value!r}")

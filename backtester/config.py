@@ -20,17 +20,21 @@ from typing import Any
 
 import orjson
 
+from backtester.checks import require as _check
 from backtester.errors import ConfigError
+from backtester.monitor import MonitorConfig
+from backtester.portfolio import CostsConfig, RiskConfig, SizingConfig
 from backtester.regime import RegimeConfig
 
 CHUNK_KINDS = ("quarter", "month", "week", "year", "all")
 DEFAULTS_SECTION = "llm_defaults"  # keys every [providers.<name>] of kind "llm" starts from
 DEFAULT_CONFIG_PATH = Path("configs/default.toml")
-
-
-def _check(condition: bool, key: str, value: Any, expected: str) -> None:
-    if not condition:
-        raise ConfigError(f"{key} must be {expected}, was {value!r}")
+# Sections and keys left out of the hash while at their defaults, so the memory folders
+# and decision ids of configs written before they existed stay valid.
+DEFAULT_UNHASHED = ("risk", "sizing", "costs", "features", "monitor.adapt_threshold",
+                    "monitor.threshold_step", "monitor.threshold_max",
+                    "monitor.adapt_volatility_target", "monitor.volatility_target_step",
+                    "monitor.volatility_target_min")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -100,6 +104,18 @@ class ExecutionConfig:
                self.max_holding_bars, ">= 0")
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FeaturesConfig:
+    """Inputs beyond the traded bars' own 12 features."""
+
+    timeframes: tuple[str, ...] = ()  # e.g. ["1h", "4h", "1d"]: the 12 features of each
+
+    def __post_init__(self) -> None:
+        from backtester.timeframes import timeframe_lengths
+
+        timeframe_lengths(self.timeframes)  # one line per problem; bar multiples at load
+
+
 LEARNING_METHODS = ("mwu", "thompson", "wilson", "equal")
 LLM_MODES = ("independent", "debate")
 MEMORY_MODES = ("learn", "frozen", "off")
@@ -134,23 +150,6 @@ class EnsembleConfig:
         _check(self.regime_shrinkage >= 0, "ensemble.regime_shrinkage", self.regime_shrinkage,
                ">= 0")
         _check(self.shadow_horizon >= 0, "ensemble.shadow_horizon", self.shadow_horizon, ">= 0")
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class MonitorConfig:
-    """Performance monitor: scale position size down after a losing streak."""
-
-    enabled: bool = True
-    window: int = 50  # the last N closed trades
-    min_win_rate: float = 0.25  # below this, the next chunk trades smaller
-    size_multiplier: float = 0.5  # applied to position_size while below
-
-    def __post_init__(self) -> None:
-        _check(self.window >= 1, "monitor.window", self.window, ">= 1")
-        _check(0 <= self.min_win_rate <= 1, "monitor.min_win_rate", self.min_win_rate,
-               "in [0, 1]")
-        _check(0 < self.size_multiplier <= 1, "monitor.size_multiplier", self.size_multiplier,
-               "in (0, 1]")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -230,6 +229,10 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
+    sizing: SizingConfig = field(default_factory=SizingConfig)
+    costs: CostsConfig = field(default_factory=CostsConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     regime: RegimeConfig = field(default_factory=RegimeConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
@@ -278,6 +281,13 @@ class Config:
         change no decision.
         """
         data = self.to_dict()
+        for dotted in DEFAULT_UNHASHED:  # added later: hash as before while at defaults
+            section, _, key = dotted.partition(".")
+            default = _section_dict(type(getattr(self, section))())
+            if not key and data.get(section) == default:
+                data.pop(section)
+            elif key and data[section].get(key) == default[key]:
+                data[section].pop(key)
         if not transport and "providers" in data:
             from backtester.providers import provider_kinds
 
@@ -335,6 +345,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             except ConfigError as e:
                 errors.append(e)
         raise errors[0]
+    if origin is dict:
+        _check(isinstance(value, dict), key, value, "a table")
+        item = typing.get_args(hint)[1]
+        return {str(k): _coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         _check(isinstance(value, (list, tuple)), key, value, "a list")
         item = typing.get_args(hint)[0]

@@ -57,9 +57,8 @@ So a provider that only ever votes against the trades shows as such, not as "0 t
 Stats from an older memory lack some counts: a missing count reads as 0, except
 trades_with, which reads as trades (they counted the same thing).
 
-Performance monitor: when the win rate of the last N closed trades falls below
-monitor.min_win_rate, the next chunk trades monitor.size_multiplier x the position size;
-every change is recorded with its reason in the memory's parameter history.
+The performance monitor, which adapts the size, threshold and volatility target between
+chunks, is in ``backtester/monitor.py``.
 """
 
 from __future__ import annotations
@@ -71,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from backtester.config import EnsembleConfig, ExecutionConfig, MonitorConfig
+from backtester.config import EnsembleConfig, ExecutionConfig
 from backtester.engine import Decisions
 from backtester.providers.base import Candidates, Votes
 from backtester.regime import REGIME_NAMES
@@ -412,27 +411,6 @@ def provider_credit(stats: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def monitor_size(parameters: dict[str, Any], wins: list[bool], config: MonitorConfig,
-                 label: str) -> dict[str, Any]:
-    """Update the size multiplier from the last ``config.window`` trades' win rate."""
-    recent = (parameters.get("recent_wins", []) + [bool(w) for w in wins])[-config.window:]
-    multiplier = parameters.get("size_multiplier", 1.0)
-    history = list(parameters.get("history", []))
-    if config.enabled and len(recent) >= config.window:
-        rate = sum(recent) / len(recent)
-        wanted = config.size_multiplier if rate < config.min_win_rate else 1.0
-        if wanted != multiplier:
-            comparison = "below" if rate < config.min_win_rate else "back at or above"
-            history.append({
-                "chunk": label, "parameter": "size_multiplier", "old": multiplier,
-                "new": wanted,
-                "reason": f"win rate of the last {len(recent)} trades {rate:.1%} is "
-                          f"{comparison} {config.min_win_rate:.0%}",
-            })
-            multiplier = wanted
-    return {"size_multiplier": multiplier, "recent_wins": recent, "history": history}
-
-
 # ---------------------------------------------------------------- decisions
 
 
@@ -456,17 +434,26 @@ def build_decisions(
     n_assets: int,
     ensemble: EnsembleConfig,
     execution: ExecutionConfig,
-    size_multiplier: float = 1.0,
+    sizes: np.ndarray | None = None,
+    threshold: float | None = None,
 ) -> Decisions:
-    """Decisions arrays for bars [start, stop) from candidate scores."""
+    """Decisions arrays for bars [start, stop) from candidate scores.
+
+    ``sizes`` is the fraction of equity per candidate (``sizing.Sizer``; a size of 0
+    drops the decision); None sizes every decision at ``execution.position_size``.
+    ``threshold`` replaces ``ensemble.threshold`` (the monitor may have raised it).
+    """
     decisions = Decisions.empty(stop - start, n_assets)
     direction = np.sign(scores).astype(np.int8)
-    keep = np.abs(scores) >= ensemble.threshold
+    keep = np.abs(scores) >= (ensemble.threshold if threshold is None else threshold)
+    if sizes is None:
+        sizes = np.full(len(scores), execution.position_size)
+    keep &= sizes > 0
     if not execution.allow_short:
         keep &= direction > 0
     rows, cols = candidates.bar[keep] - start, candidates.asset[keep]
     decisions.direction[rows, cols] = direction[keep]
-    decisions.size[rows, cols] = execution.position_size * size_multiplier
+    decisions.size[rows, cols] = sizes[keep]
     decisions.stop_loss[rows, cols] = execution.stop_loss
     decisions.take_profit[rows, cols] = execution.take_profit
     decisions.decision_id[rows, cols] = ids[keep]

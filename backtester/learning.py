@@ -16,11 +16,12 @@ from backtester.ensemble import (
     ShadowScores,
     Weights,
     learn,
-    monitor_size,
     shadow_scores,
 )
+from backtester.monitor import adapt
 from backtester.providers.base import Candidates, Votes
 from backtester.regime import REGIME_NAMES
+from backtester.sizing import learn_kelly
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,8 @@ class Decided:
     ids: np.ndarray  # decision id per candidate
     decisions: Decisions
     size_multiplier: float
+    parameters: dict[str, Any]  # the monitor's and the sizing's, in force for this chunk
+    sizing: dict[str, int]  # where the sizes came from (sizing.Sizer.fractions)
 
 
 def remember_decisions(open_decisions: dict[str, dict[str, Any]], names: list[str],
@@ -67,11 +70,14 @@ def remember_decisions(open_decisions: dict[str, dict[str, Any]], names: list[st
 
 
 def outcomes(open_decisions: dict[str, dict[str, Any]], trades: np.ndarray,
-             symbols: np.ndarray, time: Any, label: str, generation: int
-             ) -> list[dict[str, Any]]:
-    """Outcome dicts for the trades closed in this chunk; ``time(bar)`` gives a timestamp."""
+             symbols: np.ndarray, time: Any, label: str, generation: int,
+             feature_names: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Outcome dicts for the trades closed in this chunk; ``time(bar)`` gives a timestamp;
+    ``feature_names`` (the context's) lets the description name higher timeframes."""
     from backtester.memory.store import SCHEMA_VERSION
-    from backtester.memory.texts import describe
+    from backtester.memory.texts import STATE_NAMES, describe, state_names
+
+    names = STATE_NAMES if feature_names is None else state_names(feature_names)
 
     out = []
     for trade in trades:
@@ -92,12 +98,13 @@ def outcomes(open_decisions: dict[str, dict[str, Any]], trades: np.ndarray,
             "pnl": float(trade["pnl"]),
             "return_pct": float(trade["return_pct"]),
             "fees": float(trade["fees"]),
+            **({"funding": float(trade["funding"])} if trade["funding"] else {}),
             "exit_reason": EXIT_REASON_NAMES[int(trade["exit_reason"])],
             "generation": generation,
             "chunk": label,
             **info,
         }
-        outcome["description"] = describe(outcome)
+        outcome["description"] = describe(outcome, names)
         out.append(outcome)
     return out
 
@@ -140,8 +147,9 @@ def learn_chunk(stats: dict[str, Any], parameters: dict[str, Any], names: list[s
         if report:
             stats["providers"][name].setdefault("reports", []).append({"chunk": label,
                                                                       **report})
-    parameters = monitor_size(parameters, [o["pnl"] > 0 for o in chunk_outcomes],
-                              config.monitor, label)
+    parameters = adapt(parameters, [o["pnl"] > 0 for o in chunk_outcomes], config, label)
+    if config.sizing.method == "kelly":
+        parameters = learn_kelly(parameters, chunk_outcomes, names)
     return stats, parameters, counts
 
 

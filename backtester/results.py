@@ -35,6 +35,7 @@ class ChunkResult:
     learning: dict[str, Any] = field(default_factory=dict)  # hit rates, memory vote, reports
     books: dict[str, Any] = field(default_factory=dict)  # figures per book, attribution
     usage: dict[str, Any] = field(default_factory=dict)  # provider -> telemetry (LLM calls)
+    risk: dict[str, Any] = field(default_factory=dict)  # exits and risk refusals by reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class RunResult:
     prices: pd.DataFrame | None = None  # time + one close column per symbol
     memory_mode: str = "off"
     in_sample: bool = False
+    parameter_changes: list[dict[str, Any]] = field(default_factory=list)  # the monitor's
 
 
 # ---------------------------------------------------------------- parts (for --resume)
@@ -68,7 +70,7 @@ def result_fields(result: ChunkResult) -> dict[str, Any]:
     """The JSON-ready figures of a chunk result (what a part keeps beside its arrays)."""
     return {"candidates": result.candidates, "decisions": result.decisions,
             "metrics": result.metrics, "weights": result.weights, "learning": result.learning,
-            "books": result.books, "usage": result.usage}
+            "books": result.books, "usage": result.usage, "risk": result.risk}
 
 
 def write_part(run_dir: Path, chunk: Chunk, part: dict[str, Any]) -> None:
@@ -127,6 +129,25 @@ def trades_frame(trades: np.ndarray, bars: Bars, regimes: np.ndarray | None = No
         frame["regime"] = [REGIME_NAMES.get(int(c), "UNKNOWN")
                            for c in regime_at_entry(trades, regimes)]
     return frame.drop(columns=["asset"])
+
+
+def risk_counts(sim: Any) -> dict[str, Any]:
+    """One chunk's exits by reason and the risk manager's refusals and resizes by reason
+    (only reasons that occurred)."""
+    names, counts = np.unique(sim.trades["exit_reason"], return_counts=True)
+    return {"exits": {EXIT_REASON_NAMES[int(n)]: int(c) for n, c in zip(names, counts)},
+            "refused": {k: v["refused"] for k, v in sim.risk.items() if v["refused"]},
+            "resized": {k: v["resized"] for k, v in sim.risk.items() if v["resized"]}}
+
+
+def total_risk(chunks: list[ChunkResult]) -> dict[str, dict[str, int]]:
+    """``risk_counts`` summed over the chunks."""
+    total: dict[str, dict[str, int]] = {"exits": {}, "refused": {}, "resized": {}}
+    for c in chunks:
+        for kind, counts in c.risk.items():
+            for reason, n in counts.items():
+                total[kind][reason] = total[kind].get(reason, 0) + n
+    return {kind: dict(sorted(v.items())) for kind, v in total.items()}
 
 
 def json_ready(value: Any) -> Any:
@@ -200,9 +221,12 @@ def run_summary(result: RunResult) -> dict[str, Any]:
                 "regime_weights": c.weights.get("by_regime", {}),
                 "learning": c.learning,
                 "books": c.books,
+                "risk": c.risk,
             }
             for c in result.chunks
         ],
+        "risk": total_risk(result.chunks),
+        "parameter_changes": result.parameter_changes,
         "providers": providers,
         "books": result.books,
         "overall": result.metrics,

@@ -33,7 +33,7 @@ from backtester.checks import is_folder_name
 from backtester.chunks import Chunk, plan_chunks
 from backtester.config import Config
 from backtester.data.bars import Bars
-from backtester.engine import EngineState, simulate
+from backtester.engine import EngineState
 from backtester.ensemble import (
     Weights,
     build_decisions,
@@ -44,18 +44,20 @@ from backtester.ensemble import (
     provider_scores,
 )
 from backtester.errors import ConfigError, MemoryStoreError, ProviderError
-from backtester.features import compute_features
 from backtester.market import load_market, period_bounds, volatility, warmup_bars
 from backtester.metrics import compute_metrics, periods_per_year
+from backtester.portfolio import Trading
 from backtester.providers import build_provider
 from backtester.providers.base import Candidates, MarketContext, Provider, Votes
 from backtester.regime import compute_regimes
 from backtester.report import write_report
+from backtester.timeframes import market_features
 from backtester.results import (
     ChunkResult,
     RunResult,
     read_part,
     result_fields,
+    risk_counts,
     trades_frame,
     write_part,
     write_run,
@@ -116,9 +118,11 @@ class WalkForward:
         self.memory = memory
         self.writes = memory is not None and config.memory.learns
         self.progress = progress
-        self.context = MarketContext(bars, compute_features(bars),
-                                     compute_regimes(bars, config.regime))
+        features, names = market_features(bars, config.features.timeframes)
+        self.context = MarketContext(bars, features, compute_regimes(bars, config.regime),
+                                     names)
         self.volatility = volatility(bars, config.regime.volatility_window)
+        self.trading = Trading(config, bars)
         self.providers = build_providers(config) + list(extra_providers)
         self.names = [p.name for p in self.providers]
         if len(set(self.names)) != len(self.names):
@@ -185,9 +189,8 @@ class WalkForward:
         elif not is_folder_name(run_id):
             raise ConfigError(f"--run-id must be letters, digits, '_', '.' or '-' (it names "
                               f"a folder under run.out_dir), was {run_id!r}")
-        return _Run(run_id, EngineState.initial(self.bars.n_assets,
-                                                self.config.run.initial_cash),
-                    stats, parameters, {}, self._books(), in_sample=overlap)
+        return _Run(run_id, self.trading.initial_state(), stats, parameters, {},
+                    self._books(), in_sample=overlap)
 
     def _learned_to(self) -> pd.Timestamp | None:
         if self.memory is None or not self.memory.generation:
@@ -196,8 +199,8 @@ class WalkForward:
 
     def _books(self, states: dict[str, Any] | None = None) -> Books:
         if states:
-            return Books.from_json(self.config, self.names, self.bars.n_assets, states)
-        return Books(self.config, self.names, self.bars.n_assets)
+            return Books.from_json(self.config, self.names, self.trading, states)
+        return Books(self.config, self.names, self.trading)
 
     def _restore(self, active: dict[str, Any]) -> _Run:
         run_dir = Path(self.config.run.out_dir) / active["run_id"]
@@ -260,26 +263,20 @@ class WalkForward:
         failures = self._provider_failures(run, chunk)
 
         notify("simulate")
-        window = bars.slice(chunk.start, chunk.stop)
         initial_equity = run.engine.last_equity
-        execution = config.execution
         last = chunk is self.chunks[-1]
-        sim = simulate(
-            window.open, window.high, window.low, window.close, decided.decisions,
-            state=run.engine, commission=execution.commission, slippage=execution.slippage,
-            max_holding_bars=execution.max_holding_bars,
-            max_open_positions=execution.max_open_positions,
-            close_at_end=last, bar_offset=chunk.start,
-        )
+        sim = self.trading.simulate(decided.decisions, run.engine, chunk.start, chunk.stop,
+                                    last=last)
         run.engine = sim.state
         metrics = compute_metrics(sim.equity, sim.open_positions, sim.trades,
                                   initial_equity=initial_equity, periods_per_year=self.ppy,
                                   bar_seconds=self.bar_seconds)
         book_starts = {n: s.last_equity for n, s in run.books.states.items()}
-        books = run.books.trade(window, start=chunk.start, stop=chunk.stop,
+        books = run.books.trade(start=chunk.start, stop=chunk.stop,
                                 candidates=decided.candidates, votes=decided.votes,
                                 without_memory=decided.without_memory, ids=decided.ids,
-                                size_multiplier=decided.size_multiplier,
+                                regimes=decided.regimes,
+                                parameters=decided.parameters,
                                 first_chunk=chunk is self.chunks[0], last_chunk=last)
         figures = {LEARNED: book_figures(metrics)}  # the run itself is the learned book
         for name, book in books.items():
@@ -298,10 +295,13 @@ class WalkForward:
         if failures:
             learned["provider_failures"] = failures
         learned["size_multiplier"] = decided.size_multiplier
+        if decided.sizing:
+            learned["sizing"] = decided.sizing
         result = ChunkResult(chunk, self._time(chunk.start), self._time(chunk.stop - 1),
                              len(decided.candidates),
                              int(np.count_nonzero(decided.decisions.direction)),
-                             metrics, decided.weights.as_dict(), learned, book_result, usage)
+                             metrics, decided.weights.as_dict(), learned, book_result, usage,
+                             risk_counts(sim))
         part = {"equity": sim.equity, "open_positions": sim.open_positions,
                 "trades": sim.trades, "books": books, "result": result_fields(result)}
         if run_dir is not None:
@@ -359,12 +359,16 @@ class WalkForward:
                                                          len(candidates))
         ids = decision_ids(self.symbols[candidates.asset], self.bars.times[candidates.bar],
                            self.decision_hash)
-        size_multiplier = run.parameters.get("size_multiplier", 1.0) if reads else 1.0
+        parameters = run.parameters if reads else {}  # the monitor's, from earlier chunks
+        sizes, sizing = self.trading.size(candidates, score, votes, self.names,
+                                          regimes, parameters)
         decisions = build_decisions(candidates, score, ids, start=chunk.start, stop=chunk.stop,
                                     n_assets=self.bars.n_assets, ensemble=config.ensemble,
-                                    execution=config.execution, size_multiplier=size_multiplier)
+                                    execution=config.execution, sizes=sizes,
+                                    threshold=parameters.get("threshold"))
         decided = learning.Decided(candidates, regimes, states, votes, weights, score,
-                                   without_memory, memory_vote, ids, decisions, size_multiplier)
+                                   without_memory, memory_vote, ids, decisions,
+                                   parameters.get("size_multiplier", 1.0), parameters, sizing)
         if self.writes:
             learning.remember_decisions(run.open_decisions, self.names, decided, chunk.start,
                                         self.volatility)
@@ -422,7 +426,7 @@ class WalkForward:
         """Learn from the chunk and commit it, with what --resume needs, to the memory."""
         generation = self.memory.generation + 1
         closed = learning.outcomes(run.open_decisions, trades, self.symbols, self._time,
-                                   chunk.label, generation)
+                                   chunk.label, generation, self.context.feature_names)
         run.stats, run.parameters, counts = learning.learn_chunk(
             run.stats, run.parameters, self.names, decided, closed, self.bars.close,
             chunk.stop, self.horizon, self.config, chunk.label,
@@ -473,7 +477,12 @@ class WalkForward:
                          {n: run.stats["providers"][n] for n in self.names  # vote order
                           if n in run.stats["providers"]} if self.memory is not None else {},
                          books, pd.DataFrame({"time": times, **book_equity}), prices,
-                         mode, run.in_sample)
+                         mode, run.in_sample, self._changes(run))
+
+    def _changes(self, run: _Run) -> list[dict[str, Any]]:
+        """The monitor's parameter changes made after this run's chunks."""
+        labels = {c.chunk.label for c in run.done}
+        return [c for c in run.parameters.get("history", []) if c.get("chunk") in labels]
 
 
 def run_backtest(

@@ -123,18 +123,18 @@ def test_decision_ids_are_deterministic_and_distinct():
 # ---------------------------------------------------------------- learning
 
 
-from backtester.config import MonitorConfig  # noqa: E402
+from backtester.config import Config, MonitorConfig  # noqa: E402
 from backtester.ensemble import (  # noqa: E402
     ShadowScores,
     apply_floor,
     current_weights,
     empty_stats,
     learn,
-    monitor_size,
     provider_credit,
     shadow_scores,
     wilson_lower_bound,
 )
+from backtester.monitor import adapt  # noqa: E402
 from backtester.regime import RANGING, TRENDING  # noqa: E402
 
 
@@ -402,11 +402,11 @@ def test_provider_credit_shows_a_provider_that_only_votes_against_the_trades():
 
 
 def test_monitor_scales_size_down_after_a_losing_streak_and_records_why():
-    config = MonitorConfig(window=4, min_win_rate=0.5, size_multiplier=0.5)
-    params = monitor_size({}, [True, False, False, False], config, "c1")
+    config = Config(monitor=MonitorConfig(window=4, min_win_rate=0.5, size_multiplier=0.5))
+    params = adapt({}, [True, False, False, False], config, "c1")
     assert params["size_multiplier"] == 0.5
     assert params["history"][0]["reason"] == \
         "win rate of the last 4 trades 25.0% is below 50%"
-    params = monitor_size(params, [True, True, True], config, "c2")  # last 4: F T T T
+    params = adapt(params, [True, True, True], config, "c2")  # last 4: F T T T
     assert params["size_multiplier"] == 1.0 and len(params["history"]) == 2
-    assert monitor_size({}, [False], config, "c1")["size_multiplier"] == 1.0  # too few trades
+    assert adapt({}, [False], config, "c1")["size_multiplier"] == 1.0  # too few trades

@@ -215,10 +215,28 @@ def _render_run(result) -> None:
         f"exposure {fmt(m['exposure'], 'rate')}"
     )
     console.print(summary, highlight=False, markup=False)
+    console.print(risk_line(result), highlight=False, markup=False)
     _render_books(result)
     _render_llm(result)
     console.print(f"results: {result.out_dir}", highlight=False, markup=False)
     console.print(f"report:  {result.out_dir / 'report.html'}", highlight=False, markup=False)
+
+
+def risk_line(result) -> str:
+    """Exits by reason, then what the risk manager refused or resized, by reason."""
+    from backtester.results import total_risk
+
+    total = total_risk(result.chunks)
+
+    def listed(counts: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda x: -x[1]))
+
+    parts = [f"exits: {listed(total['exits']) or 'none'}"]
+    for kind in ("refused", "resized"):
+        if total[kind]:
+            parts.append(f"risk manager {kind} {sum(total[kind].values()):,} entries "
+                         f"({listed(total[kind])})")
+    return "; ".join(parts)
 
 
 def _render_books(result) -> None:

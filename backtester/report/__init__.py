@@ -11,7 +11,8 @@ and the regimes) says so in one line. Every text read from the files is HTML-esc
 Modules, one idea each: ``_load`` (reading the folder), ``_format`` (numbers, tables),
 ``_overview`` (headline, equity, chunks, symbols), ``_books`` (counterfactual books,
 significance, benchmark), ``_returns`` (monthly returns, rolling Sharpe, trade returns,
-drawdowns), ``_learning`` (providers, regimes, LLM), ``_trades`` (price charts with trade
+drawdowns), ``_risk`` (exits, risk manager counts, costs, parameter changes),
+``_learning`` (providers, regimes, LLM), ``_trades`` (price charts with trade
 markers, the trades table, the config), ``_svg`` (the charts), ``_page`` (style and
 script), ``_document`` (the page).
 
@@ -24,7 +25,7 @@ trade rows ``data-trade`` (the row number in trades.parquet); provider weight ce
 ``data-field`` cells; monthly cells ``data-year`` and ``data-month``; drawdown rows
 ``data-rank``; trade markers ``data-trade`` inside ``div.symbol-chart[data-symbol]``;
 book lines ``data-series``. Sections have ids: summary, equity, books, returns,
-drawdowns, chunks, symbols, prices, providers, regimes, llm, trades, config.
+drawdowns, chunks, risk, symbols, prices, providers, regimes, llm, trades, config.
 """
 
 from backtester.report._document import NAVIGATION, render_report, write_report

@@ -17,10 +17,11 @@ from backtester.report._overview import (
 )
 from backtester.report._page import CSS, SCRIPT
 from backtester.report._returns import drawdowns_section, returns_section
+from backtester.report._risk import risk_section
 from backtester.report._trades import config_section, prices_section, trades_section
 
 NAVIGATION = (("equity", "Equity"), ("books", "Books"), ("returns", "Returns"),
-              ("drawdowns", "Drawdowns"), ("chunks", "Chunks"), ("symbols", "Symbols"),
+              ("drawdowns", "Drawdowns"), ("chunks", "Chunks"), ("risk", "Risk"), ("symbols", "Symbols"),
               ("prices", "Prices"), ("providers", "Providers"), ("regimes", "Regimes"),
               ("llm", "LLM"), ("trades", "Trades"), ("config", "Config"))
 """Section ids and their links, in page order (the summary header comes first)."""
@@ -54,6 +55,7 @@ def render_report(run_dir: Path) -> str:
         returns_section(run),
         drawdowns_section(run),
         chunks_section(run.summary),
+        risk_section(run),
         symbols_section(run),
         prices_section(run),
         providers_section(run.summary),
