@@ -17,6 +17,11 @@ class Bars:
     ``times`` holds int64 nanoseconds since the Unix epoch (UTC), shape (n_bars,).
     Each price/volume field is a C-contiguous float64 array of shape (n_bars, n_assets),
     column j belonging to ``symbols[j]``.
+
+    ``spread`` is optional: the quoted bid-ask spread of each bar in price units (ask -
+    bid, not a fraction of the price), float64 (n_bars, n_assets), >= 0; None when the
+    data has no spread column (the embedded generator never has one). A resampled bar's
+    spread is the mean of its bars' spreads; a filled missing bar repeats the previous one.
     """
 
     times: np.ndarray
@@ -27,10 +32,11 @@ class Bars:
     close: np.ndarray
     volume: np.ndarray
     timeframe: str = "1min"
+    spread: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.times.shape[0]
-        for name in FIELDS:
+        for name in FIELDS + (("spread",) if self.spread is not None else ()):
             arr = getattr(self, name)
             if arr.shape != (n, len(self.symbols)):
                 raise ValueError(
@@ -46,6 +52,11 @@ class Bars:
         return len(self.symbols)
 
     @property
+    def has_spread(self) -> bool:
+        """True when the bars carry a per-bar bid-ask spread from the data."""
+        return self.spread is not None
+
+    @property
     def index(self) -> pd.DatetimeIndex:
         return pd.DatetimeIndex(self.times.astype("datetime64[ns]"), tz="UTC")
 
@@ -56,6 +67,7 @@ class Bars:
             self.symbols,
             *(getattr(self, f)[start:stop] for f in FIELDS),
             timeframe=self.timeframe,
+            spread=None if self.spread is None else self.spread[start:stop],
         )
 
     def select(self, symbols: list[str] | tuple[str, ...]) -> Bars:
@@ -66,10 +78,12 @@ class Bars:
             tuple(symbols),
             *(np.ascontiguousarray(getattr(self, f)[:, cols]) for f in FIELDS),
             timeframe=self.timeframe,
+            spread=None if self.spread is None else np.ascontiguousarray(self.spread[:, cols]),
         )
 
     def to_long_frame(self) -> pd.DataFrame:
-        """Long format: one row per (time, symbol), columns time, symbol, open..volume."""
+        """Long format: one row per (time, symbol), columns time, symbol, open..volume,
+        and spread when the bars have one."""
         n, a = self.n_bars, self.n_assets
         frame = pd.DataFrame(
             {
@@ -79,4 +93,6 @@ class Bars:
         )
         for f in FIELDS:
             frame[f] = getattr(self, f).reshape(-1)
+        if self.spread is not None:
+            frame["spread"] = self.spread.reshape(-1)
         return frame

@@ -24,6 +24,7 @@ from backtester.data.validate import (
     PRICE_COLUMNS,
     check_not_empty,
     check_prices,
+    check_spread,
     check_time_order,
     resolve_columns,
     row_error,
@@ -47,6 +48,7 @@ class _Series:
     times: np.ndarray
     values: tuple[np.ndarray, ...]  # open, high, low, close, volume
     has_volume: bool
+    spread: np.ndarray | None = None  # bid-ask spread in price units, when the file has it
 
 
 def _kind(path: Path) -> str | None:
@@ -231,6 +233,10 @@ def _frame_series(frame: pd.DataFrame, source: str, tz: str,
     high, low = check_prices(
         source, names, times, open_, high, low, close, volume if "volume" in names else None
     )
+    spread = None
+    if "spread" in names:
+        spread = to_float(frame[names["spread"]], source, names["spread"], times)
+        check_spread(source, names["spread"], times, spread)
     rows = np.arange(1, len(frame) + 1)
     if "symbol" in names:
         symbol_text = frame[names["symbol"]].astype("string").str.strip()
@@ -248,13 +254,15 @@ def _frame_series(frame: pd.DataFrame, source: str, tz: str,
         if check_time_order(source, times[index], rows[index], names["time"], label):
             index = index[::-1]
         values = tuple(np.ascontiguousarray(a[index]) for a in (open_, high, low, close, volume))
-        result.append((symbol, _Series(source, times[index], values, "volume" in names)))
+        spreads = None if spread is None else np.ascontiguousarray(spread[index])
+        result.append((symbol, _Series(source, times[index], values, "volume" in names, spreads)))
     return result
 
 
 def _align(symbols: list[str], series: dict[str, _Series]) -> tuple[Bars, list[str]]:
     """Put the symbols on the union of their times, starting when the last one starts;
-    missing bars become flat bars at the previous close with volume 0."""
+    missing bars become flat bars at the previous close with volume 0 (and the previous
+    bar's spread, when the series have spreads: all or none of them, see _assemble)."""
     notes = []
     start = max(series[s].times[0] for s in symbols)
     late = max(symbols, key=lambda s: series[s].times[0])
@@ -271,6 +279,8 @@ def _align(symbols: list[str], series: dict[str, _Series]) -> tuple[Bars, list[s
     union = union[np.r_[True, union[1:] != union[:-1]]]
     n = union.shape[0]
     fields = [np.empty((n, len(symbols))) for _ in FIELDS]
+    with_spread = series[symbols[0]].spread is not None
+    spread = np.empty((n, len(symbols))) if with_spread else None
     filled = {}
     for j, s in enumerate(symbols):
         data, first = series[s], trimmed[s]
@@ -280,6 +290,9 @@ def _align(symbols: list[str], series: dict[str, _Series]) -> tuple[Bars, list[s
         for target, values in zip(fields, data.values):
             target[:, j] = np.nan
             target[position, j] = values[first:]
+        if spread is not None:
+            spread[:, j] = np.nan
+            spread[position, j] = data.spread[first:]
         if present.all():
             continue
         filled[s] = int(n - present.sum())
@@ -290,6 +303,10 @@ def _align(symbols: list[str], series: dict[str, _Series]) -> tuple[Bars, list[s
         for target in fields[:4]:
             target[missing, j] = previous_close[missing]
         fields[4][missing, j] = 0.0
+        if spread is not None:
+            before = data.spread[first - 1] if first else np.nan
+            previous = np.where(last >= 0, spread[np.maximum(last, 0), j], before)
+            spread[missing, j] = previous[missing]
     if filled:
         counts = ", ".join(f"{s}: {k}" for s, k in filled.items())
         notes.append(
@@ -297,7 +314,7 @@ def _align(symbols: list[str], series: dict[str, _Series]) -> tuple[Bars, list[s
             "previous close and volume 0"
         )
     timeframe = infer_timeframe(union)
-    return Bars(union, tuple(symbols), *fields, timeframe=timeframe), notes
+    return Bars(union, tuple(symbols), *fields, timeframe=timeframe, spread=spread), notes
 
 
 def load_bars(
@@ -317,6 +334,9 @@ def load_bars(
         Keep only these symbols, in this order.
     tz : str, optional
         Time zone of naive timestamps (default UTC). Times are returned in UTC.
+
+    An optional spread column (spread, bid_ask_spread or ba_spread: the bid-ask spread in
+    price units, >= 0) becomes ``Bars.spread``; it must be in every file or in none.
 
     Warns (UserWarning) about a missing volume column, trimmed leading bars and filled
     missing bars; raises DataError naming the file, row and column for invalid data.
@@ -348,8 +368,8 @@ def bars_from_frame(
     Parameters
     ----------
     frame : pandas.DataFrame
-        Columns time (or a DatetimeIndex), open, high, low, close, optional volume and
-        optional symbol, as in a CSV file ``load_bars`` reads.
+        Columns time (or a DatetimeIndex), open, high, low, close, optional volume,
+        optional symbol and optional spread, as in a CSV file ``load_bars`` reads.
     symbols : sequence of str, optional
         Keep only these symbols, in this order.
     tz : str, optional
@@ -396,6 +416,13 @@ def _assemble(series: dict[str, _Series], path: str,
             f"{source}: no volume column; volume set to 0 (add a volume column to use volume)",
             stacklevel=3,
         )
+    with_spread = [s for s in names if series[s].spread is not None]
+    if with_spread and len(with_spread) < len(names):
+        lacking = next(series[s].source for s in names if series[s].spread is None)
+        raise DataError(
+            f"{lacking}: no spread column, but {series[with_spread[0]].source} has one; "
+            "add a spread column to every file or remove it from all"
+        )
     bars, notes = _align(names, series)
     for note in notes:
         warnings.warn(f"{path}: {note}", stacklevel=3)
@@ -413,13 +440,16 @@ def _long_table(bars: Bars, text_times: bool) -> pa.Table:
     symbols = pa.array(np.tile(np.array(bars.symbols, dtype=object), n), pa.string())
     columns = {"time": times, "symbol": symbols}
     columns.update({f: pa.array(getattr(bars, f).reshape(-1)) for f in FIELDS})
+    if bars.spread is not None:
+        columns["spread"] = pa.array(bars.spread.reshape(-1))
     return pa.table(columns)
 
 
 def save_bars(bars: Bars, path: Path) -> None:
-    """Write bars in the long format (time, symbol, open, high, low, close, volume) as
-    Parquet (.parquet/.pq) or CSV (.csv) by extension, atomically (temporary file in the
-    same folder, then os.replace). CSV times are ISO 8601 in UTC ("2025-01-03T04:00:00Z")."""
+    """Write bars in the long format (time, symbol, open, high, low, close, volume, and
+    spread when the bars have one) as Parquet (.parquet/.pq) or CSV (.csv) by extension,
+    atomically (temporary file in the same folder, then os.replace). CSV times are ISO
+    8601 in UTC ("2025-01-03T04:00:00Z")."""
     path = Path(path)
     kind = _kind(path)
     if kind is None or path.suffix.lower() in COMPRESSION_SUFFIXES:

@@ -91,13 +91,13 @@ def infer_timeframe(times: np.ndarray) -> str:
 
 def resample(bars: Bars, timeframe: str) -> Bars:
     """Aggregate bars to a coarser timeframe: first open, max high, min low, last close,
-    summed volume.
+    summed volume, and (when the bars have one) the mean spread of the bin's bars.
 
     Bins are aligned to the Unix epoch (so a slice of the data resamples like the whole
     of it), labelled by their left edge and closed on the left; empty bins (sessions,
     weekends) are dropped. Equivalent to pandas
     ``frame.resample(timeframe, label="left", closed="left", origin="epoch").agg(...)``
-    followed by dropping empty bins.
+    followed by dropping empty bins (the spread: ``.mean()`` of the spread column).
     """
     target = parse_timeframe(timeframe)
     source = parse_timeframe(bars.timeframe)
@@ -116,10 +116,15 @@ def resample(bars: Bars, timeframe: str) -> Bars:
         )
     name = format_timeframe(target)
     if bars.n_bars == 0:
-        return Bars(bars.times, bars.symbols, *(getattr(bars, f) for f in FIELDS), timeframe=name)
+        return Bars(bars.times, bars.symbols, *(getattr(bars, f) for f in FIELDS),
+                    timeframe=name, spread=bars.spread)
     bins = bars.times // target_ns
     starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
     ends = np.r_[starts[1:], bars.n_bars] - 1
+    spread = None
+    if bars.spread is not None:
+        counts = (ends - starts + 1).astype(np.float64)[:, None]
+        spread = np.add.reduceat(bars.spread, starts, axis=0) / counts
     return Bars(
         bins[starts] * target_ns,
         bars.symbols,
@@ -129,6 +134,7 @@ def resample(bars: Bars, timeframe: str) -> Bars:
         np.ascontiguousarray(bars.close[ends]),
         np.add.reduceat(bars.volume, starts, axis=0),
         timeframe=name,
+        spread=spread,
     )
 
 

@@ -23,6 +23,7 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "close": ("close", "c"),
     "volume": ("volume", "vol", "v"),
     "symbol": ("symbol", "ticker"),
+    "spread": ("spread", "bid_ask_spread", "ba_spread"),  # optional, in price units
 }
 REQUIRED_COLUMNS = ("time", "open", "high", "low", "close")
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -38,7 +39,7 @@ def _normalize_header(name: object) -> str:
 
 
 def resolve_columns(columns: Sequence[object], source: str) -> dict[str, str]:
-    """Map each canonical field (time, open, ..., volume, symbol) to the file's column.
+    """Map each canonical field (time, open, ..., volume, symbol, spread) to the file's column.
 
     Headers match in any case, with spaces or hyphens read as underscores; columns that
     match no alias ("Adj Close", "trades") are ignored.
@@ -152,6 +153,13 @@ def check_prices(
     return np.maximum(high, top), np.minimum(low, bottom)
 
 
+def check_spread(source: str, column: str, times: np.ndarray, spread: np.ndarray) -> None:
+    """Refuse a negative bid-ask spread (price units, ask - bid) by row."""
+    if (i := _first(spread < 0)) is not None:
+        raise row_error(source, i + 1, times[i], f"{column} {_number(spread[i])} is negative",
+                        "fix or drop that row")
+
+
 def check_time_order(
     source: str, times: np.ndarray, rows: np.ndarray, column: str, symbol: str | None = None
 ) -> bool:
@@ -236,10 +244,11 @@ def find_gaps(bars: Bars) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
 
 def bars_info(bars: Bars) -> dict:
     """Summary for `bt data info`: symbols, first/last time (ISO), n_bars, timeframe,
-    per-symbol min/max close and total volume, and the gaps (count and first 10)."""
+    per-symbol min/max close and total volume, the gaps (count and first 10), and, only
+    when the bars have a spread column, each symbol's mean spread (price units)."""
     gaps = find_gaps(bars)
     empty = bars.n_bars == 0
-    return {
+    info = {
         "symbols": list(bars.symbols),
         "first": None if empty else bars.index[0].isoformat(),
         "last": None if empty else bars.index[-1].isoformat(),
@@ -256,3 +265,9 @@ def bars_info(bars: Bars) -> dict:
         "n_gaps": len(gaps),
         "gaps": [{"from": a.isoformat(), "to": b.isoformat()} for a, b in gaps[:10]],
     }
+    if bars.spread is not None:
+        info["mean_spread"] = {
+            symbol: None if empty else float(bars.spread[:, j].mean())
+            for j, symbol in enumerate(bars.symbols)
+        }
+    return info
