@@ -16,6 +16,7 @@ from kit import make_config, random_bars, with_run
 
 from backtester.config import load_config
 from backtester.data.bars import Bars
+from backtester.errors import ConfigError
 from backtester.runner import run_backtest
 from backtester.sizing import learn_kelly
 
@@ -185,3 +186,32 @@ def test_realistic_config_runs_on_the_embedded_market(tmp_path):
     total = {k: sum(c.risk[k].get(r, 0) for c in result.chunks for r in c.risk[k])
              for k in ("exits", "refused", "resized")}
     assert total["exits"] == len(result.trades)
+
+
+def test_a_spread_column_in_the_data_costs_what_the_same_fixed_spread_costs(tmp_path):
+    # A spread column of exactly 4 bp of each bar's close trades like costs.spread = 0.0004
+    bars = random_bars(96 * 75, seed=3, n_assets=2, start="2024-11-01")
+    frame = bars.to_long_frame()
+    frame["spread"] = frame["close"] * 0.0004
+    path = tmp_path / "bars.csv"
+    frame.to_csv(path, index=False)
+    common = {"data.path": str(path), "data.symbols": list(bars.symbols),
+              "data.timeframe": "15min", "run.start": "2025-01-01", "run.end": "2025-01-15",
+              "run.year": None, "run.chunk": "week"}
+    from_data = make_config(tmp_path, learning=False, **common,
+                            **{"costs.spread_from_data": True})
+    fixed = make_config(tmp_path, learning=False, **common, **{"costs.spread": 0.0004})
+    none = make_config(tmp_path, learning=False, **common)
+    a, b, c = (run_backtest(cfg, write=False) for cfg in (from_data, fixed, none))
+    columns = ["entry_price", "exit_price", "size", "pnl"]
+    assert len(a.trades) > 10
+    np.testing.assert_allclose(a.trades[columns].to_numpy(), b.trades[columns].to_numpy(),
+                               rtol=1e-9)
+    assert a.metrics["final_equity"] < c.metrics["final_equity"]  # the spread costs
+    # without the column, asking for it is one line
+    plain = tmp_path / "plain.csv"
+    bars.to_long_frame().to_csv(plain, index=False)
+    missing = make_config(tmp_path, learning=False, **{**common, "data.path": str(plain)},
+                          **{"costs.spread_from_data": True})
+    with pytest.raises(ConfigError, match="costs.spread_from_data is true but the data has no"):
+        run_backtest(missing, write=False)

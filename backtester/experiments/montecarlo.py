@@ -127,8 +127,12 @@ def resample_bars(bars: Bars, first: int, rng: np.random.Generator, *, mean_bloc
         out[name] = column
     volume = bars.volume.copy()
     volume[traded] = bars.volume[traded][source]
+    spread = None
+    if bars.spread is not None:  # the source bar's spread, relative to its close
+        spread = bars.spread.copy()
+        spread[traded] = (bars.spread[traded] / bars.close[traded])[source] * out["close"][traded]
     return Bars(bars.times, bars.symbols, out["open"], out["high"], out["low"], out["close"],
-                volume, timeframe=bars.timeframe)
+                volume, timeframe=bars.timeframe, spread=spread)
 
 
 def default_mean_block(timeframe: str) -> float:

@@ -3,6 +3,7 @@ returns resampled whole (every symbol from the same source bar), and a path runs
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -101,6 +102,23 @@ def test_each_new_bar_copies_one_source_bar_for_every_symbol():
         np.testing.assert_allclose(np.log(out.high[first + t] / out.close[first + t]),
                                    old_high[s], atol=1e-10)
         np.testing.assert_array_equal(out.volume[first + t], old_volume[s])
+
+
+def test_a_spread_column_follows_its_source_bar_relative_to_the_close():
+    # Arrange: a spread of k basis points on bar k, so each bar's relative spread names it
+    plain = random_bars(1500, seed=5, n_assets=2)
+    relative = (np.arange(plain.n_bars)[:, None] + 1.0) * 1e-4 * np.ones((1, 2))
+    bars = dataclasses.replace(plain, spread=relative * plain.close)
+    first = 500
+    out = _path(bars, first)
+    old_returns, new_returns = _log_returns(bars, first), _log_returns(out, first)
+    # Assert: the warm-up keeps its spread; each new bar's relative spread is its source's
+    np.testing.assert_array_equal(out.spread[:first], bars.spread[:first])
+    for t in range(0, new_returns.shape[0], 37):
+        s = np.flatnonzero(np.all(np.isclose(old_returns, new_returns[t], rtol=0, atol=1e-10),
+                                  axis=1))[0]
+        np.testing.assert_allclose(out.spread[first + t] / out.close[first + t],
+                                   relative[first + s], rtol=1e-12)
 
 
 def test_one_long_block_is_a_rotation_so_the_returns_are_the_same_multiset():
