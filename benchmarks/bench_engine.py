@@ -3,7 +3,8 @@
 Run: ``python benchmarks/bench_engine.py [--bars 525600] [--assets 3] [--repeats 5]``
 
 Market: a seeded random walk of one-minute bars; about one decision per 200 bars per
-asset, with stop-loss, take-profit, max holding time, commission and slippage set.
+asset, with stop-loss, take-profit, max holding time, commission and slippage set; the
+kernel is timed with the portfolio rules off, then with every one of them on.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import time
 import numpy as np
 
 from backtester.engine.kernels import simulate_nb
-from backtester.engine.records import ACCOUNT_SIZE, STATE_ARRAY_FIELDS, trade_dt
+from backtester.engine.records import ACCOUNT_SIZE, NO_TIME, RISK_SIZE, STATE_ARRAY_FIELDS, trade_dt
+from backtester.engine.rules import Rules, pack_rules
 from backtester.engine.simulate import Decisions, EngineState, simulate
 
 DECISION_FIELDS = ("direction", "size", "stop_loss", "take_profit", "decision_id")
@@ -30,6 +32,16 @@ TARGET_COLD_S = 3.0
 TARGET_CACHED_S = 0.3
 
 SETTINGS = dict(commission=0.0005, slippage=0.0002, max_holding_bars=240, max_open_positions=2)
+RULES_OFF = dict(taker_fee=0.0005, maker_fee=0.0005, slippage=0.0002, max_holding_bars=240,
+                 max_open_positions=2)  # fmt: skip
+# Every rule on (volume, spread, times and days passed as well).
+RULES_ON = dict(
+    RULES_OFF, maker_fee=0.0002, spread=1e-4, take_profit_margin=1e-4, impact=0.01,
+    max_participation=0.2, daily_loss_limit=0.02, flatten_on_daily_limit=True,
+    max_drawdown=0.1, drawdown_reset_bars=1_440, max_gross_exposure=1.0,
+    max_symbol_exposure=0.3, correlation_window=50, correlation_threshold=0.5,
+    cash_only=True, lot_size=0.01, borrow_rate=0.05, funding_rate=0.1,
+)  # fmt: skip
 
 # Run in a fresh interpreter: time the first call of the kernel (compile or cache load).
 FIRST_CALL = textwrap.dedent(
@@ -100,27 +112,61 @@ def decision_arrays(decisions: Decisions) -> list[np.ndarray]:
     return [getattr(decisions, name) for name in DECISION_FIELDS]
 
 
-def kernel_seconds(prices: tuple[np.ndarray, ...], decisions: Decisions, repeats: int) -> float:
-    """Best wall time of simulate_nb over ``repeats`` warm runs (outputs pre-allocated)."""
+def make_rule_inputs(n_bars: int, n_assets: int, seed: int = 13) -> dict[str, np.ndarray]:
+    """Per-bar volume and spread, one-minute times from 2024-01-01 and their UTC days."""
+    rng = np.random.default_rng(seed)
+    times = np.datetime64("2024-01-01", "ns").astype(np.int64) + np.arange(n_bars) * 60 * 10**9
+    return {
+        "volume": rng.lognormal(np.log(50_000.0), 0.5, (n_bars, n_assets)),
+        "spread": rng.uniform(1e-5, 3e-4, (n_bars, n_assets)),
+        "times": times.astype(np.int64),
+        "days": times // (86_400 * 10**9),
+    }
+
+
+def kernel_seconds(
+    prices: tuple[np.ndarray, ...],
+    decisions: Decisions,
+    repeats: int,
+    rules: Rules,
+    inputs: dict[str, np.ndarray] | None = None,
+) -> tuple[float, float]:
+    """(median, best) wall time of simulate_nb over ``repeats`` warm runs (outputs ready)."""
     n_bars, n_assets = prices[0].shape
-    initial = EngineState.initial(n_assets, 100_000.0)
+    inputs = inputs or {}
+    initial = EngineState.initial(n_assets, 100_000.0, rules.correlation_window)
     arrays = decision_arrays(decisions)
+    params, asset_params = pack_rules(
+        rules, n_assets, **{f"has_{name}": name in inputs
+                            for name in ("volume", "spread", "times", "days")},
+    )  # fmt: skip
+    per_bar = [
+        inputs.get("volume", np.zeros((1, 1))),
+        inputs.get("spread", np.zeros((1, 1))),
+        inputs.get("times", np.zeros(1, dtype=np.int64)),
+        inputs.get("days", np.zeros(1, dtype=np.int64)),
+    ]
     trades = np.zeros(int(np.count_nonzero(decisions.direction)) + 1, dtype=trade_dt)
     equity = np.empty(n_bars)
     open_positions = np.empty(n_bars, dtype=np.int64)
-    best = np.inf
+    seconds = []
     for _ in range(repeats + 1):  # the first run loads the kernel
         account = np.full(ACCOUNT_SIZE, 100_000.0)
+        clock = np.array([NO_TIME, 0, -1, NO_TIME, 0, 0], dtype=np.int64)
         state = [np.array(getattr(initial, name), dtype=dt) for name, dt in STATE_ARRAY_FIELDS]
+        history = np.array(initial.correlation_history)
+        risk = np.zeros((RISK_SIZE, 2), dtype=np.int64)
         start = time.perf_counter()
         n_trades, status = simulate_nb(
-            *prices, *arrays, SETTINGS["commission"], SETTINGS["slippage"],
-            SETTINGS["max_holding_bars"], SETTINGS["max_open_positions"], True, 0,
-            account, *state, equity, open_positions, trades,
+            *prices, *arrays, params, asset_params, *per_bar, True, 0, account, clock, *state,
+            history, equity, open_positions, trades, risk,
         )  # fmt: skip
-        best = min(best, time.perf_counter() - start)
-    print(f"  trades: {n_trades}, status {status}, final equity {equity[-1]:,.2f}")
-    return best
+        seconds.append(time.perf_counter() - start)
+    print(
+        f"  trades: {n_trades}, status {status}, final equity {equity[-1]:,.2f}, "
+        f"refused {int(risk[:, 0].sum())}, resized {int(risk[:, 1].sum())}"
+    )
+    return float(np.median(seconds[1:])), min(seconds[1:])
 
 
 def simulate_seconds(
@@ -179,12 +225,19 @@ def main() -> None:
     prices = make_market(args.bars, args.assets)
     decisions = make_decisions(args.bars, args.assets)
     market_mib = sum(a.nbytes for a in (*prices, *decision_arrays(decisions))) / 2**20
-    seconds = kernel_seconds(prices, decisions, args.repeats)
+    seconds, best = kernel_seconds(prices, decisions, args.repeats, Rules(**RULES_OFF))
     throughput = args.bars * args.assets / seconds
     print(
-        f"kernel, warm best of {args.repeats}:             {seconds * 1e3:7.2f} ms = "
-        f"{throughput / 1e6:,.0f} M bar-assets/s   target >= {TARGET_THROUGHPUT / 1e6:.0f} M   "
-        f"{verdict(throughput >= TARGET_THROUGHPUT)}"
+        f"kernel, rules off, warm median of {args.repeats}: {seconds * 1e3:7.2f} ms = "
+        f"{throughput / 1e6:,.0f} M bar-assets/s (best {best * 1e3:.2f} ms)   target >= "
+        f"{TARGET_THROUGHPUT / 1e6:.0f} M   {verdict(throughput >= TARGET_THROUGHPUT)}"
+    )
+    inputs = make_rule_inputs(args.bars, args.assets)
+    ruled, best = kernel_seconds(prices, decisions, args.repeats, Rules(**RULES_ON), inputs)
+    print(
+        f"kernel, every rule on, median of {args.repeats}: {ruled * 1e3:7.2f} ms = "
+        f"{args.bars * args.assets / ruled / 1e6:,.0f} M bar-assets/s (best {best * 1e3:.2f} ms), "
+        f"{ruled / seconds:.2f}x the time with rules off"
     )
 
     one = tuple(np.ascontiguousarray(p[:, :1]) for p in prices)

@@ -162,9 +162,14 @@ def inspect(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
         console.print(f"vectors: {vectors['rows']:,} situations; states {vectors['state_dim']}-d "
                       f"({vectors['state_embedder']['name']}), text {text['dim']}-d "
                       f"({text['name']})", highlight=False, markup=False)
-    history = data["parameters"].get("history", [])
-    console.print(f"position size multiplier {data['parameters'].get('size_multiplier', 1.0)}; "
-                  f"{len(history)} adjustment(s)", highlight=False, markup=False)
+    parameters = data["parameters"]
+    history = parameters.get("history", [])
+    adapted = "".join(f"; {name.replace('_', ' ')} {parameters[name]}"
+                      for name in ("threshold", "volatility_target") if name in parameters)
+    kelly = parameters.get("kelly", {}).get("all")
+    sizing = (f"; Kelly tallies from {kelly['trades']:,} trades" if kelly else "")
+    console.print(f"position size multiplier {parameters.get('size_multiplier', 1.0)}{adapted}"
+                  f"{sizing}; {len(history)} adjustment(s)", highlight=False, markup=False)
     for change in history:
         console.print(f"  {change['chunk']}: {change['parameter']} {change['old']} -> "
                       f"{change['new']} ({change['reason']})", highlight=False, markup=False)

@@ -2,18 +2,23 @@
 
 from backtester.engine.records import (
     EXIT_REASON_NAMES,
+    RISK_REASON_NAMES,
     ExitReason,
     SimulationStatus,
     exit_reason_names,
     trade_dt,
 )
-from backtester.engine.simulate import Decisions, EngineState, SimulationResult, simulate
+from backtester.engine.rules import Rules
+from backtester.engine.simulate import Decisions, SimulationResult, simulate
+from backtester.engine.state import EngineState
 
 __all__ = [
     "EXIT_REASON_NAMES",
+    "RISK_REASON_NAMES",
     "Decisions",
     "EngineState",
     "ExitReason",
+    "Rules",
     "SimulationResult",
     "SimulationStatus",
     "exit_reason_names",

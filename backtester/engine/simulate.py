@@ -3,122 +3,41 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from backtester.engine.kernels import simulate_nb
 from backtester.engine.records import (
     ACCOUNT_CASH,
+    ACCOUNT_DAY_START_EQUITY,
     ACCOUNT_LAST_EQUITY,
+    ACCOUNT_PEAK_EQUITY,
     ACCOUNT_SIZE,
+    CLOCK_DAY,
+    CLOCK_DAY_HALTED,
+    CLOCK_DRAWDOWN_HALTED_AT,
+    CLOCK_HISTORY_COUNT,
+    CLOCK_HISTORY_POSITION,
+    CLOCK_LAST_TIME,
+    CLOCK_SIZE,
+    NO_TIME,
+    RISK_REASON_NAMES,
+    RISK_REFUSED,
+    RISK_RESIZED,
+    RISK_SIZE,
     SIMULATION_STATUS_MESSAGES,
     STATE_ARRAY_FIELDS,
     SimulationStatus,
     trade_dt,
 )
+from backtester.engine.rules import Rules, pack_rules
+from backtester.engine.state import EngineState, read_only, show
 from backtester.errors import EngineError
 
+__all__ = ["Decisions", "EngineState", "Rules", "SimulationResult", "simulate"]
+
 PRICE_FIELDS = ("open", "high", "low", "close")
-
-
-@dataclass(frozen=True, slots=True)
-class EngineState:
-    """What the event loop carries from one chunk to the next.
-
-    Per-asset arrays have shape (n_assets,) and are read-only. ``units`` is signed
-    (negative for a short); a flat asset has units 0, NaN prices and ids -1. Stop and
-    take prices are absolute (NaN for none); pending stop-loss and take-profit are the
-    fractional distances of the decision waiting for the next open.
-
-    Attributes
-    ----------
-    cash : float
-        Cash after every fill and fee so far.
-    last_equity : float
-        Equity at the last close; sizes the pending decisions.
-    next_bar : int
-        Global index of the next bar to simulate.
-    """
-
-    cash: float
-    units: np.ndarray
-    entry_price: np.ndarray
-    entry_bar: np.ndarray
-    entry_fee: np.ndarray
-    stop_price: np.ndarray
-    take_price: np.ndarray
-    open_decision_id: np.ndarray
-    pending_direction: np.ndarray
-    pending_size: np.ndarray
-    pending_stop_loss: np.ndarray
-    pending_take_profit: np.ndarray
-    pending_decision_id: np.ndarray
-    last_equity: float
-    next_bar: int = 0
-
-    @classmethod
-    def initial(cls, n_assets: int, cash: float) -> EngineState:
-        """Return the state of a fresh account: all cash, no position, nothing pending."""
-        if n_assets < 1:
-            raise EngineError(f"n_assets is {n_assets}, was expected >= 1: pass the asset count")
-        _check_positive_finite("initial_cash", cash)
-
-        def filled(value: float, dtype: type) -> np.ndarray:
-            return _read_only(np.full(n_assets, value, dtype=dtype))
-
-        return cls(
-            cash=float(cash),
-            units=filled(0.0, np.float64),
-            entry_price=filled(np.nan, np.float64),
-            entry_bar=filled(-1, np.int64),
-            entry_fee=filled(0.0, np.float64),
-            stop_price=filled(np.nan, np.float64),
-            take_price=filled(np.nan, np.float64),
-            open_decision_id=filled(-1, np.int64),
-            pending_direction=filled(0, np.int8),
-            pending_size=filled(0.0, np.float64),
-            pending_stop_loss=filled(np.nan, np.float64),
-            pending_take_profit=filled(np.nan, np.float64),
-            pending_decision_id=filled(-1, np.int64),
-            last_equity=float(cash),
-            next_bar=0,
-        )
-
-    def to_json(self) -> dict:
-        """A JSON-ready dict (NaN as None) that ``from_json`` turns back into this state."""
-        out: dict = {}
-        for name in self.__slots__:
-            value = getattr(self, name)
-            if isinstance(value, np.ndarray):
-                out[name] = [None if isinstance(x, float) and np.isnan(x) else x
-                             for x in value.tolist()]
-            else:
-                out[name] = value
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict) -> EngineState:
-        """Rebuild a state written by ``to_json`` (exactly: floats round-trip)."""
-        template = cls.initial(len(data["units"]), 1.0)
-        values = {}
-        for name in cls.__slots__:
-            current = getattr(template, name)
-            if isinstance(current, np.ndarray):
-                raw = [np.nan if x is None else x for x in data[name]]
-                values[name] = _read_only(np.array(raw, dtype=current.dtype))
-            else:
-                values[name] = type(current)(data[name])
-        return cls(**values)
-
-    @property
-    def n_assets(self) -> int:
-        return int(self.units.shape[0])
-
-    @property
-    def open_positions(self) -> int:
-        """Number of assets with an open position."""
-        return int(np.count_nonzero(self.units))
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,12 +93,16 @@ class SimulationResult:
         Closed trades (``records.trade_dt``) in the order they closed, global bar indices.
     state : EngineState
         State after the last bar, to pass to the next chunk.
+    risk : dict
+        Entries refused or resized by each rule in this call: name (``records.
+        RISK_REASON_NAMES``) -> {"refused": n, "resized": n}.
     """
 
     equity: np.ndarray
     open_positions: np.ndarray
     trades: np.ndarray
     state: EngineState
+    risk: dict = field(default_factory=dict)
 
 
 def simulate(
@@ -195,6 +118,11 @@ def simulate(
     slippage: float = 0.0,
     max_holding_bars: int = 0,
     max_open_positions: int = 0,
+    rules: Rules | None = None,
+    volume: np.ndarray | None = None,
+    spread: np.ndarray | None = None,
+    times: np.ndarray | None = None,
+    days: np.ndarray | None = None,
     close_at_end: bool = True,
     bar_offset: int | None = None,
     use_numba: bool = True,
@@ -203,7 +131,8 @@ def simulate(
 
     A decision at bar t fills at bar t+1's open with adverse slippage; stop-loss and
     take-profit are checked inside each bar (stop first when both could hit); see
-    ``kernels.simulate_nb`` for the exact order of events.
+    ``kernels.simulate_nb`` for the exact order of events and ``Rules`` for the costs
+    and risk limits.
 
     Parameters
     ----------
@@ -216,14 +145,29 @@ def simulate(
     initial_cash : float
         Starting cash when ``state`` is None.
     commission : float
-        Fraction of the notional charged on each side.
+        Fraction of the notional charged on each side (``Rules`` taker and maker fee).
     slippage : float
         Adverse fraction of the price on market fills (entries, signal, stop, max-hold
         and end exits); take-profits are limit fills without slippage.
     max_holding_bars : int
         Close at the close once held this many bars; 0 for no limit.
     max_open_positions : int
-        Entries are skipped while this many positions are open; 0 for no limit.
+        Entries are refused while this many positions are open; 0 for no limit.
+    rules : Rules, optional
+        Costs and risk limits; replaces the four options above, which must then keep
+        their defaults. None: ``Rules(taker_fee=commission, maker_fee=commission, ...)``.
+    volume : np.ndarray, optional
+        float (n_bars, n_assets) >= 0, traded units per bar; needed by ``rules.impact``
+        and ``rules.max_participation``.
+    spread : np.ndarray, optional
+        float (n_bars, n_assets) >= 0, full quoted spread as a fraction of the price per
+        bar; replaces ``rules.spread``.
+    times : np.ndarray, optional
+        int64 (n_bars,) bar start times in nanoseconds UTC, non-decreasing; needed by
+        borrow and funding rates.
+    days : np.ndarray, optional
+        int64 (n_bars,) session-day ids (e.g. days since the epoch in the session's
+        timezone), non-decreasing; needed by ``rules.daily_loss_limit``.
     close_at_end : bool
         Close every position at the last close and drop pending decisions. Set it False
         for all but the last chunk of a run.
@@ -231,7 +175,7 @@ def simulate(
         Global index of the first bar; defaults to ``state.next_bar`` (0 when fresh).
     use_numba : bool
         False runs the kernel's pure-Python body ``simulate_nb.py_func`` (slow; for
-        debugging; its small helper ``close_position_nb`` stays compiled).
+        debugging; its small helpers stay compiled).
 
     Returns
     -------
@@ -255,18 +199,36 @@ def simulate(
             )
     arrays = _as_decision_arrays(decisions, shape)
     _check_scalars(commission, slippage, max_holding_bars, max_open_positions)
+    rules = _resolve_rules(rules, commission, slippage, max_holding_bars, max_open_positions)
+    n_bars, n_assets = shape
+    inputs = _as_rule_inputs(rules, shape, volume, spread, times, days)
     if state is None:
-        state = EngineState.initial(shape[1], initial_cash)
-    _check_state(state, shape[1])
+        state = EngineState.initial(n_assets, initial_cash, rules.correlation_window)
+    _check_state(state, n_assets, rules.correlation_window)
     bar_offset = _resolve_bar_offset(bar_offset, state)
+    _check_clock(state, *(None if raw is None else array
+                          for raw, array in zip((times, days), inputs[2:], strict=True)))
+    params, asset_params = pack_rules(
+        rules, n_assets, has_volume=volume is not None, has_spread=spread is not None,
+        has_times=times is not None, has_days=days is not None,
+    )  # fmt: skip
 
     account = np.empty(ACCOUNT_SIZE, dtype=np.float64)
     account[ACCOUNT_CASH] = state.cash
     account[ACCOUNT_LAST_EQUITY] = state.last_equity
+    account[ACCOUNT_DAY_START_EQUITY] = state.day_start_equity
+    account[ACCOUNT_PEAK_EQUITY] = state.peak_equity
+    clock = np.empty(CLOCK_SIZE, dtype=np.int64)
+    clock[CLOCK_DAY] = state.day
+    clock[CLOCK_DAY_HALTED] = int(state.day_halted)
+    clock[CLOCK_DRAWDOWN_HALTED_AT] = state.drawdown_halted_at
+    clock[CLOCK_LAST_TIME] = state.last_time
+    clock[CLOCK_HISTORY_COUNT] = state.correlation_count
+    clock[CLOCK_HISTORY_POSITION] = state.correlation_position
     state_arrays = [  # copies: the kernel updates them in place
         np.array(getattr(state, name), dtype=dtype) for name, dtype in STATE_ARRAY_FIELDS
     ]
-    n_bars = shape[0]
+    history = np.array(state.correlation_history, dtype=np.float64)
     capacity = (
         np.count_nonzero(arrays[0])
         + np.count_nonzero(state.units)
@@ -275,41 +237,145 @@ def simulate(
     trades = np.zeros(max(int(capacity), 1), dtype=trade_dt)
     equity = np.empty(n_bars, dtype=np.float64)
     open_positions = np.empty(n_bars, dtype=np.int64)
+    risk = np.zeros((RISK_SIZE, 2), dtype=np.int64)
 
     kernel = simulate_nb if use_numba else simulate_nb.py_func
     n_trades, status = kernel(
-        prices["open"], prices["high"], prices["low"], prices["close"], *arrays,
-        float(commission), float(slippage), int(max_holding_bars), int(max_open_positions),
-        bool(close_at_end), int(bar_offset), account, *state_arrays,
-        equity, open_positions, trades,
+        prices["open"], prices["high"], prices["low"], prices["close"], *arrays, params,
+        asset_params, *inputs, bool(close_at_end), int(bar_offset), account, clock,
+        *state_arrays, history, equity, open_positions, trades, risk,
     )  # fmt: skip
     if status != SimulationStatus.OK:
         raise EngineError(f"simulation stopped: {SIMULATION_STATUS_MESSAGES[int(status)]}")
 
     new_state = EngineState(
         cash=float(account[ACCOUNT_CASH]),
-        **{name: _read_only(array) for (name, _), array in zip(STATE_ARRAY_FIELDS, state_arrays)},
+        **{name: read_only(array) for (name, _), array in zip(STATE_ARRAY_FIELDS, state_arrays)},
+        correlation_history=read_only(history),
         last_equity=float(account[ACCOUNT_LAST_EQUITY]),
+        day=int(clock[CLOCK_DAY]),
+        day_start_equity=float(account[ACCOUNT_DAY_START_EQUITY]),
+        day_halted=bool(clock[CLOCK_DAY_HALTED]),
+        peak_equity=float(account[ACCOUNT_PEAK_EQUITY]),
+        drawdown_halted_at=int(clock[CLOCK_DRAWDOWN_HALTED_AT]),
+        last_time=int(clock[CLOCK_LAST_TIME]),
+        correlation_count=int(clock[CLOCK_HISTORY_COUNT]),
+        correlation_position=int(clock[CLOCK_HISTORY_POSITION]),
         next_bar=int(bar_offset) + n_bars,
     )
-    return SimulationResult(equity, open_positions, trades[:n_trades].copy(), new_state)
+    counts = {
+        name: {"refused": int(risk[k, RISK_REFUSED]), "resized": int(risk[k, RISK_RESIZED])}
+        for k, name in enumerate(RISK_REASON_NAMES)
+    }
+    return SimulationResult(equity, open_positions, trades[:n_trades].copy(), new_state, counts)
 
 
-def _show(value: object) -> str:
-    """repr of a value, NumPy scalars shown as plain Python numbers."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
-    return array
-
-
-def _check_positive_finite(name: str, value: float) -> None:
-    if not isinstance(value, (int, float, np.integer, np.floating)) or not (
-        math.isfinite(value) and value > 0
+def _resolve_rules(
+    rules: Rules | None,
+    commission: float,
+    slippage: float,
+    max_holding_bars: int,
+    max_open_positions: int,
+) -> Rules:
+    """``rules``, or the Rules of the four legacy options when it is None."""
+    if rules is None:
+        return Rules(
+            taker_fee=float(commission), maker_fee=float(commission), slippage=float(slippage),
+            max_holding_bars=int(max_holding_bars), max_open_positions=int(max_open_positions),
+        )  # fmt: skip
+    if not isinstance(rules, Rules):
+        raise EngineError(
+            f"rules is a {type(rules).__name__}, was expected a Rules: build one with "
+            "Rules(taker_fee=..., ...)"
+        )
+    for name, value in (
+        ("commission", commission),
+        ("slippage", slippage),
+        ("max_holding_bars", max_holding_bars),
+        ("max_open_positions", max_open_positions),
     ):
-        raise EngineError(f"{name} is {_show(value)}, was expected a finite number > 0")
+        if value != 0:
+            field_name = "taker_fee and maker_fee" if name == "commission" else name
+            raise EngineError(
+                f"{name} is {show(value)}, was expected 0 when rules is given: set "
+                f"Rules({field_name}) instead"
+            )
+    return rules
+
+
+def _as_rule_inputs(
+    rules: Rules,
+    shape: tuple[int, int],
+    volume: np.ndarray | None,
+    spread: np.ndarray | None,
+    times: np.ndarray | None,
+    days: np.ndarray | None,
+) -> list[np.ndarray]:
+    """Checked (volume, spread, times, days); dummy arrays stand in for those absent."""
+    needs_volume = rules.impact > 0.0 or rules.max_participation > 0.0
+    if volume is None and needs_volume:
+        raise EngineError(
+            "volume is None, was expected a (n_bars, n_assets) array: rules.impact and "
+            "rules.max_participation need the volume of each bar"
+        )
+    if times is None and rules.has_carry:
+        raise EngineError(
+            "times is None, was expected (n_bars,) int64 bar start times in ns: borrow and "
+            "funding rates are charged for the time positions are held"
+        )
+    if days is None and rules.daily_loss_limit > 0.0:
+        raise EngineError(
+            "days is None, was expected (n_bars,) int64 session-day ids: "
+            "rules.daily_loss_limit is measured from each day's opening equity"
+        )
+    out = []
+    for name, value in (("volume", volume), ("spread", spread)):
+        if value is None:
+            out.append(np.zeros((1, 1), dtype=np.float64))
+            continue
+        array = np.asarray(value)
+        if array.shape != shape or not np.issubdtype(array.dtype, np.number):
+            raise EngineError(
+                f"{name} has shape {array.shape} and dtype {array.dtype}, was expected "
+                f"{shape} numbers like the prices"
+            )
+        array = np.ascontiguousarray(array, dtype=np.float64)
+        bad = _first_bad(~(array >= 0.0) | ~np.isfinite(array))
+        if bad is not None:
+            raise EngineError(
+                f"{name}[{bad[0]}, {bad[1]}] is {show(array[bad])}, was expected a finite "
+                "number >= 0: fill missing values before simulating"
+            )
+        out.append(array)
+    for name, value in (("times", times), ("days", days)):
+        if value is None:
+            out.append(np.zeros(1, dtype=np.int64))
+            continue
+        array = np.asarray(value)
+        if array.shape != shape[:1] or not np.issubdtype(array.dtype, np.integer):
+            raise EngineError(
+                f"{name} has shape {array.shape} and dtype {array.dtype}, was expected "
+                f"({shape[0]},) int64, one per bar"
+            )
+        array = np.ascontiguousarray(array, dtype=np.int64)
+        bad = np.flatnonzero(np.diff(array) < 0)
+        if bad.size:
+            raise EngineError(
+                f"{name}[{bad[0] + 1}] is {array[bad[0] + 1]}, was expected >= "
+                f"{array[bad[0]]} ({name}[{bad[0]}]): pass bars in time order"
+            )
+        out.append(array)
+    return out
+
+
+def _check_clock(state: EngineState, times: np.ndarray | None, days: np.ndarray | None) -> None:
+    """The chunk's first time and day must not go back before the state's last ones."""
+    for name, array, last in (("times", times, state.last_time), ("days", days, state.day)):
+        if array is not None and last != NO_TIME and int(array[0]) < last:
+            raise EngineError(
+                f"{name}[0] is {int(array[0])}, was expected >= {last} (the state's last "
+                f"{name[:-1]}): pass the state of the chunk right before this one"
+            )
 
 
 def _first_bad(mask: np.ndarray) -> tuple[int, ...] | None:
@@ -333,7 +399,7 @@ def _as_price_array(name: str, value: np.ndarray) -> np.ndarray:
     bad = _first_bad(~(array > 0.0) | ~np.isfinite(array))
     if bad is not None:
         raise EngineError(
-            f"{name}[{bad[0]}, {bad[1]}] is {_show(array[bad])}, prices must be finite and > 0: "
+            f"{name}[{bad[0]}, {bad[1]}] is {show(array[bad])}, prices must be finite and > 0: "
             "drop or fill those bars before simulating"
         )
     return array
@@ -365,7 +431,7 @@ def _as_decision_arrays(decisions: Decisions, shape: tuple[int, int]) -> list[np
     bad = _first_bad((direction < -1) | (direction > 1))
     if bad is not None:
         raise EngineError(
-            f"decisions.direction[{bad[0]}, {bad[1]}] is {_show(direction[bad])}, was expected "
+            f"decisions.direction[{bad[0]}, {bad[1]}] is {show(direction[bad])}, was expected "
             "-1, 0 or +1"
         )
     direction = np.ascontiguousarray(direction, dtype=np.int8)
@@ -374,7 +440,7 @@ def _as_decision_arrays(decisions: Decisions, shape: tuple[int, int]) -> list[np
     bad = _first_bad(active & ~((size > 0.0) & np.isfinite(size)))
     if bad is not None:
         raise EngineError(
-            f"decisions.size[{bad[0]}, {bad[1]}] is {_show(size[bad])} on a decision, was expected "
+            f"decisions.size[{bad[0]}, {bad[1]}] is {show(size[bad])} on a decision, was expected "
             "a finite fraction of equity > 0"
         )
     distances = []
@@ -383,7 +449,7 @@ def _as_decision_arrays(decisions: Decisions, shape: tuple[int, int]) -> list[np
         bad = _first_bad(active & ((distance < 0.0) | np.isinf(distance)))
         if bad is not None:
             raise EngineError(
-                f"decisions.{name}[{bad[0]}, {bad[1]}] is {_show(distance[bad])} on a decision, "
+                f"decisions.{name}[{bad[0]}, {bad[1]}] is {show(distance[bad])} on a decision, "
                 "was expected a fractional distance >= 0 (0 or NaN for none)"
             )
         distances.append(distance)
@@ -399,7 +465,7 @@ def _check_scalars(
             math.isfinite(value) and 0.0 <= value < 1.0
         ):
             raise EngineError(
-                f"{name} is {_show(value)}, was expected a fraction in [0, 1) (0.001 = 0.1%)"
+                f"{name} is {show(value)}, was expected a fraction in [0, 1) (0.001 = 0.1%)"
             )
     for name, value in (
         ("max_holding_bars", max_holding_bars),
@@ -407,7 +473,7 @@ def _check_scalars(
     ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise EngineError(
-                f"{name} is {_show(value)}, was expected an int >= 0 (0 for no limit)"
+                f"{name} is {show(value)}, was expected an int >= 0 (0 for no limit)"
             )
 
 
@@ -415,7 +481,7 @@ def _resolve_bar_offset(bar_offset: int | None, state: EngineState) -> int:
     if bar_offset is None:
         return state.next_bar
     if isinstance(bar_offset, bool) or not isinstance(bar_offset, (int, np.integer)):
-        raise EngineError(f"bar_offset is {_show(bar_offset)}, was expected an int >= 0")
+        raise EngineError(f"bar_offset is {show(bar_offset)}, was expected an int >= 0")
     if bar_offset < 0:
         raise EngineError(f"bar_offset is {bar_offset}, was expected an int >= 0")
     if state.next_bar != 0 and bar_offset != state.next_bar:
@@ -427,7 +493,7 @@ def _resolve_bar_offset(bar_offset: int | None, state: EngineState) -> int:
     return int(bar_offset)
 
 
-def _check_state(state: EngineState, n_assets: int) -> None:
+def _check_state(state: EngineState, n_assets: int, correlation_window: int) -> None:
     if not isinstance(state, EngineState):
         raise EngineError(
             f"state is a {type(state).__name__}, was expected an EngineState: pass "
@@ -440,9 +506,22 @@ def _check_state(state: EngineState, n_assets: int) -> None:
                 f"state.{name} has shape {shape}, was expected ({n_assets},) for {n_assets} "
                 "assets: pass the state of a run over the same assets"
             )
-    for name in ("cash", "last_equity"):
+    rows = correlation_window + 1
+    shape = np.shape(state.correlation_history)
+    if shape != (rows, n_assets):
+        raise EngineError(
+            f"state.correlation_history has shape {shape}, was expected ({rows}, {n_assets}) "
+            f"for correlation_window {correlation_window}: pass a state of a run with the same "
+            f"rules, or EngineState.initial(n_assets, cash, {correlation_window})"
+        )
+    if not (0 <= state.correlation_count <= rows and 0 <= state.correlation_position < rows):
+        raise EngineError(
+            f"state.correlation_count is {state.correlation_count}, was expected in [0, {rows}] "
+            "with correlation_position in the ring: pass a state bt returned"
+        )
+    for name in ("cash", "last_equity", "day_start_equity", "peak_equity"):
         value = getattr(state, name)
         if not math.isfinite(value):
-            raise EngineError(f"state.{name} is {_show(value)}, was expected a finite number")
+            raise EngineError(f"state.{name} is {show(value)}, was expected a finite number")
     if not np.all(np.isfinite(state.units)):
         raise EngineError("state.units holds a non-finite value: pass a state bt returned")

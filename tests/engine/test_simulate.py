@@ -16,7 +16,14 @@ from backtester.engine import (
     trade_dt,
 )
 from backtester.engine.kernels import simulate_nb
-from backtester.engine.records import ACCOUNT_SIZE, STATE_ARRAY_FIELDS, SimulationStatus
+from backtester.engine.records import (
+    ACCOUNT_SIZE,
+    NO_TIME,
+    RISK_SIZE,
+    STATE_ARRAY_FIELDS,
+    SimulationStatus,
+)
+from backtester.engine.rules import Rules, pack_rules
 from backtester.errors import EngineError
 
 DECISION_FIELDS = ("direction", "size", "stop_loss", "take_profit", "decision_id")
@@ -197,11 +204,17 @@ def test_kernel_reports_a_full_trades_buffer_instead_of_writing_past_it():
     ids = np.zeros((3, 2), dtype=np.int64)
     state = EngineState.initial(2, 1_000.0)
     arrays = [np.array(getattr(state, name)) for name, _ in STATE_ARRAY_FIELDS]
+    params, asset_params = pack_rules(Rules(), 2, has_volume=False, has_spread=False,
+                                      has_times=False, has_days=False)  # fmt: skip
+    clock = np.array([NO_TIME, 0, -1, NO_TIME, 0, 0], dtype=np.int64)
+    no_volume, no_times = np.zeros((1, 1)), np.zeros(1, dtype=np.int64)
     trades = np.zeros(1, dtype=trade_dt)
     # Act
     n_trades, status = simulate_nb(
-        prices, prices, prices, prices, direction, size, nan, nan, ids, 0.0, 0.0, 0, 0, True,
-        0, np.full(ACCOUNT_SIZE, 1_000.0), *arrays, np.empty(3), np.empty(3, np.int64), trades,
+        prices, prices, prices, prices, direction, size, nan, nan, ids, params, asset_params,
+        no_volume, no_volume, no_times, no_times, True, 0, np.full(ACCOUNT_SIZE, 1_000.0),
+        clock, *arrays, np.full((1, 2), np.nan), np.empty(3), np.empty(3, np.int64), trades,
+        np.zeros((RISK_SIZE, 2), dtype=np.int64),
     )  # fmt: skip
     # Assert
     assert (n_trades, status) == (1, SimulationStatus.TRADES_BUFFER_FULL)
