@@ -18,7 +18,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from backtester import _kernel_cache
 from backtester.errors import BtError, ConfigError, DataError, MemoryStoreError, ProviderError
+
+_kernel_cache.refresh()  # before any kernel loads from Numba's on-disk cache
 
 if TYPE_CHECKING:
     from backtester.api import Memory, Result, configure, open_memory, open_run, run

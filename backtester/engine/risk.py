@@ -157,7 +157,5 @@ def size_entry_nb(
             if rounded <= 0.0:
                 risk_out[RISK_LOT_SIZE, RISK_REFUSED] += 1
                 return 0.0, fill
-            if rounded < quantity:
-                risk_out[RISK_LOT_SIZE, RISK_RESIZED] += 1
-            quantity = rounded
+            quantity = rounded  # rounding to whole lots is not counted as a resize
     return quantity, fill

@@ -245,7 +245,7 @@ def test_lot_size_rounds_down_per_asset_and_refuses_zero_lots(use_numba):
                  initial_cash=30_000.0, close_at_end=False)  # fmt: skip
     # Assert: 150 units -> 147 (21 lots); 150 kept; 150 -> 120 (2 lots).
     np.testing.assert_allclose(result.state.units, [147.0, 150.0, -120.0])
-    assert result.risk["lot_size"] == {"refused": 0, "resized": 2}
+    assert result.risk["lot_size"] == {"refused": 0, "resized": 0}  # rounding is no resize
     refused = run(prices, decisions, use_numba, rules=Rules(lot_size=200.0),
                   initial_cash=30_000.0)  # fmt: skip
     assert len(refused.trades) == 0

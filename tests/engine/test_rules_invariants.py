@@ -62,7 +62,7 @@ COUNTED = {
     "correlation-scale": "correlation",
     "correlation-refuse": "correlation",
     "cash-only": "cash",
-    "lot-size": "lot_size",
+    # lot-size: rounding is not counted (only a refusal at 0 lots); the equity check shows it acted
 }
 
 
