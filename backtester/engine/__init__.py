@@ -1,6 +1,7 @@
 """The event loop: numba kernels (kernels.py) behind one Python entry point (simulate)."""
 
 from backtester.engine.records import (
+    EXIT_DIRECTION,
     EXIT_REASON_NAMES,
     RISK_REASON_NAMES,
     ExitReason,
@@ -13,6 +14,7 @@ from backtester.engine.simulate import Decisions, SimulationResult, simulate
 from backtester.engine.state import EngineState
 
 __all__ = [
+    "EXIT_DIRECTION",
     "EXIT_REASON_NAMES",
     "RISK_REASON_NAMES",
     "Decisions",

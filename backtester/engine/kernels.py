@@ -64,6 +64,7 @@ from backtester.engine.records import (
     RISK_DRAWDOWN,
     RISK_MAX_OPEN_POSITIONS,
     RISK_REFUSED,
+    EXIT_DIRECTION,
     ExitReason,
     SimulationStatus,
 )
@@ -79,6 +80,8 @@ _MAX_HOLD = np.int8(ExitReason.MAX_HOLD)
 _SIGNAL = np.int8(ExitReason.SIGNAL)
 _END = np.int8(ExitReason.END)
 _DAILY_LOSS = np.int8(ExitReason.DAILY_LOSS)
+_EXIT = np.int8(ExitReason.EXIT)
+_EXIT_DIRECTION = EXIT_DIRECTION
 _OK = SimulationStatus.OK
 _TRADES_BUFFER_FULL = SimulationStatus.TRADES_BUFFER_FULL
 _NO_TIME = NO_TIME
@@ -281,31 +284,34 @@ def simulate_nb(
                 clock[CLOCK_LAST_TIME] = times[i]
 
         if n_pending > 0:
-            # 1. Opposite decisions close the open position at this open (market order).
+            # 1. Opposite decisions and exits close the open position at this open
+            #    (market order).
             for a in range(n_assets):
                 d = pending_direction[a]
                 held = units[a]
-                if d != 0 and held * d < 0.0:
+                if held != 0.0 and (d == _EXIT_DIRECTION or (d != 0 and held * d < 0.0)):
                     if n_trades >= capacity:
                         return n_trades, _TRADES_BUFFER_FULL
                     exit_price = exit_fill_nb(
                         open_[i, a], held, i, a, slippage, half_spread, has_spread, spread, impact,
                         exponent, has_volume, volume,
                     )  # fmt: skip
+                    reason = _EXIT if d == _EXIT_DIRECTION else _SIGNAL
                     cash += close_position_nb(
-                        trades_out[n_trades], a, bar, exit_price, _SIGNAL, taker_fee, units,
+                        trades_out[n_trades], a, bar, exit_price, reason, taker_fee, units,
                         entry_price, entry_bar, entry_fee, stop_price, take_price,
                         open_decision_id, funding,
                     )  # fmt: skip
                     n_trades += 1
                     n_open -= 1
 
-            # 2. Pending decisions on flat assets open positions at this open.
+            # 2. Pending decisions on flat assets open positions at this open (an exit
+            #    opens nothing).
             for a in range(n_assets):
                 d = pending_direction[a]
                 if d == 0:
                     continue
-                if units[a] == 0.0:
+                if units[a] == 0.0 and d != _EXIT_DIRECTION:
                     if clock[CLOCK_DAY_HALTED] != 0:
                         risk_out[RISK_DAILY_LOSS, RISK_REFUSED] += 1
                     elif clock[CLOCK_DRAWDOWN_HALTED_AT] >= 0:

@@ -36,6 +36,7 @@ class ExitReason:
     SIGNAL = 3  # an opposite decision closed it at the next open
     END = 4  # closed at the last bar of the run
     DAILY_LOSS = 5  # closed at the close that hit Rules.daily_loss_limit (flatten)
+    EXIT = 6  # an exit decision (direction EXIT_DIRECTION) closed it at the next open
 
 
 EXIT_REASON_NAMES = {
@@ -45,7 +46,12 @@ EXIT_REASON_NAMES = {
     ExitReason.SIGNAL: "signal",
     ExitReason.END: "end",
     ExitReason.DAILY_LOSS: "daily_loss",
+    ExitReason.EXIT: "exit",
 }
+
+# Decisions.direction value of an exit: close the asset's position at the next open (a
+# market order, like an opposite decision) and open nothing; a no-op on a flat asset.
+EXIT_DIRECTION = 2
 
 
 def exit_reason_names(codes: np.ndarray | list[int]) -> list[str]:

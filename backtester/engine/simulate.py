@@ -21,6 +21,7 @@ from backtester.engine.records import (
     CLOCK_HISTORY_POSITION,
     CLOCK_LAST_TIME,
     CLOCK_SIZE,
+    EXIT_DIRECTION,
     NO_TIME,
     RISK_REASON_NAMES,
     RISK_REFUSED,
@@ -47,9 +48,11 @@ class Decisions:
     Attributes
     ----------
     direction : np.ndarray
-        int8 in {-1, 0, +1}; 0 means no decision.
+        int8 in {-1, 0, +1, EXIT_DIRECTION}; 0 means no decision; ``EXIT_DIRECTION`` (2,
+        ``backtester.engine.EXIT_DIRECTION``) closes the position at the next open and
+        opens nothing (exit reason "exit").
     size : np.ndarray
-        Fraction of equity to commit, > 0 where direction != 0.
+        Fraction of equity to commit, > 0 where direction is -1 or +1.
     stop_loss, take_profit : np.ndarray
         Fractional distances from the fill price (0.02 = 2%); 0 or NaN means none.
     decision_id : np.ndarray
@@ -428,14 +431,14 @@ def _as_decision_arrays(decisions: Decisions, shape: tuple[int, int]) -> list[np
                 f"decisions.{name} has dtype {raw[name].dtype}, was expected an integer dtype"
             )
     direction = raw["direction"]
-    bad = _first_bad((direction < -1) | (direction > 1))
+    bad = _first_bad((direction < -1) | (direction > EXIT_DIRECTION))
     if bad is not None:
         raise EngineError(
             f"decisions.direction[{bad[0]}, {bad[1]}] is {show(direction[bad])}, was expected "
-            "-1, 0 or +1"
+            f"-1, 0, +1 or {EXIT_DIRECTION} (EXIT_DIRECTION: close, open nothing)"
         )
     direction = np.ascontiguousarray(direction, dtype=np.int8)
-    active = direction != 0
+    active = (direction != 0) & (direction != EXIT_DIRECTION)
     size = np.ascontiguousarray(raw["size"], dtype=np.float64)
     bad = _first_bad(active & ~((size > 0.0) & np.isfinite(size)))
     if bad is not None:

@@ -352,3 +352,40 @@ def test_entry_is_skipped_once_equity_is_gone(use_numba):
     assert trade["exit_reason"] == ExitReason.MAX_HOLD
     np.testing.assert_allclose(result.equity, [1_000.0, 1_000.0, -500.0, -500.0, -500.0])
     np.testing.assert_array_equal(result.open_positions, [0, 1, 0, 0, 0])
+
+
+# --- exit decisions -----------------------------------------------------------------------
+
+
+def test_an_exit_decision_closes_at_the_next_open_and_opens_nothing(use_numba):
+    # Arrange: long 50% at bar 0's close (fills at 100), exit decided at bar 2's close,
+    # then an exit on the flat asset at bar 3 (a no-op) and a new long at bar 4.
+    from backtester.engine import EXIT_DIRECTION
+
+    prices = bars(*flat(99.0, 100.0, 104.0, 110.0, 111.0, 112.0, 113.0))
+    decisions = decide(7, 1, (0, 0, +1, 0.5), (2, 0, EXIT_DIRECTION, 0.0),
+                       (3, 0, EXIT_DIRECTION, 0.0), (4, 0, +1, 0.5))
+    # Act
+    result = run(prices, decisions, use_numba, commission=0.001, slippage=0.01,
+                 close_at_end=False)  # fmt: skip
+    # Assert: the exit sells at bar 3's open less slippage, 110 * 0.99 = 108.9, a market
+    # fill paying the taker fee; nothing opens short; the next long fills at bar 5.
+    units = 5_000.0 / 101.0
+    (trade,) = result.trades
+    assert trade["exit_bar"] == 3 and trade["exit_reason"] == ExitReason.EXIT
+    assert trade["exit_price"] == pytest.approx(108.9)
+    fees = 5.0 + 0.001 * units * 108.9
+    assert trade["pnl"] == pytest.approx(units * (108.9 - 101.0) - fees)
+    np.testing.assert_array_equal(result.open_positions, [0, 1, 1, 0, 0, 1, 1])
+    assert result.state.units[0] > 0 and result.state.entry_bar[0] == 5
+
+
+def test_an_exit_direction_needs_no_size_and_other_codes_are_refused():
+    prices = bars(*flat(100.0, 101.0))
+    exit_only = Decisions.empty(2, 1)
+    exit_only.direction[0, 0] = 2  # size 0 is fine for an exit
+    assert len(simulate(*prices, exit_only).trades) == 0
+    bad = Decisions.empty(2, 1)
+    bad.direction[0, 0] = 3
+    with pytest.raises(Exception, match=r"direction\[0, 0\] is 3, was expected -1, 0, \+1 or 2"):
+        simulate(*prices, bad)

@@ -279,7 +279,7 @@ def spoil_decision_shape(prices, decisions, options):
         (spoil_shape, r"low has shape \(3, 2\)"),
         (spoil_dimensions, r"open has shape \(4,\), was expected \(n_bars, n_assets\)"),
         (spoil_decision_shape, r"decisions.direction has shape \(5, 2\), was expected \(4, 2\)"),
-        (spoil_decision("direction", 2), r"decisions.direction\[1, 0\] is 2"),
+        (spoil_decision("direction", 3), r"decisions.direction\[1, 0\] is 3"),
         (spoil_decision("size", 0.0), r"decisions.size\[1, 0\] is 0.0 on a decision"),
         (spoil_decision("size", np.nan), r"decisions.size\[1, 0\] is nan"),
         (spoil_decision("stop_loss", -0.01), r"decisions.stop_loss\[1, 0\] is -0.01"),
