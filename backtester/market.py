@@ -13,7 +13,13 @@ from backtester.data import embedded_bars, load_bars, parse_timeframe, resample,
 from backtester.data.bars import Bars
 from backtester.errors import ConfigError
 from backtester.features import WARMUP_BARS
-from backtester.regime import log_return_volatility_1d_nb, regime_warmup
+from backtester.regime import (
+    MIN_PERCENTILE_VALUES,
+    log_return_volatility_1d_nb,
+    percentile_bars,
+    regime_first_bar,
+    regime_warmup,
+)
 
 
 def period_bounds(config: Config) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -45,12 +51,18 @@ def warmup_bars(config: Config, timeframes: tuple[str, ...] | None = None) -> in
     ``timeframes`` (None: ``config.features.timeframes``, () where the config has none)
     adds the higher timeframes' warm-up: HIGHER_WARMUP_BARS bars of the longest one.
     """
+    return max(regime_warmup(config.regime, config.data.timeframe),
+               _other_warmup(config, timeframes))
+
+
+def _other_warmup(config: Config, timeframes: tuple[str, ...] | None = None) -> int:
+    """The warm-up bars wanted besides the regime's: features, ML history, timeframes."""
     from backtester.timeframes import higher_warmup_bars
 
     if timeframes is None:
         timeframes = getattr(getattr(config, "features", None), "timeframes", ())
     history = [getattr(p, "train_bars", 0) + getattr(p, "horizon", 0) for p in config.providers]
-    return max([WARMUP_BARS, regime_warmup(config.regime), *history,
+    return max([WARMUP_BARS, *history,
                 higher_warmup_bars(tuple(timeframes), config.data.timeframe)])
 
 
@@ -60,11 +72,15 @@ def load_market(config: Config) -> tuple[Bars, int]:
     data, warmup = config.data, warmup_bars(config)
     step = parse_timeframe(data.timeframe)
     if data.path:
-        bars = load_bars(data.path, symbols=list(data.symbols) or None, tz=data.tz)
+        bars = load_bars(data.path, symbols=list(data.symbols) or None, tz=data.tz,
+                         on_duplicate=data.on_duplicate)
         source = data.path
     else:
+        from backtester.data.embedded import check_embedded_period, check_embedded_symbols
         from backtester.data.generator import GENERATOR_EPOCH
 
+        check_embedded_symbols(data.symbols)
+        check_embedded_period(start, end)
         first = max((start - step * (warmup + 1)).floor("D"), GENERATOR_EPOCH)
         bars = embedded_bars(first, end, data.symbols, data.seed, data.cache_dir)
         source = "embedded market"
@@ -75,15 +91,27 @@ def prepare_market(config: Config, bars: Bars, source: str) -> tuple[Bars, int]:
     """Bars already loaded (a file's, the generator's, a caller's DataFrame's) resampled to
     ``data.timeframe`` and cut to the period plus warm-up; and the first traded bar.
 
-    Warns when fewer warm-up bars than wanted precede the period; ``source`` names the
-    bars in messages.
+    Warns when fewer warm-up bars than wanted precede the period; when only the regime's
+    full percentile window is short (daily bars), says in one line that the percentile
+    ranks against the volatilities available (``backtester.regime``). ``source`` names
+    the bars in messages.
     """
     start, end = period_bounds(config)
     warmup = warmup_bars(config)
     if parse_timeframe(bars.timeframe) < parse_timeframe(config.data.timeframe):
         bars = resample(bars, config.data.timeframe)  # coarser data than asked: used as it is
     bars, first = select_range(bars, start, end, warmup, source)
-    if first < warmup:
+    regime = config.regime
+    timeframe = config.data.timeframe
+    if warmup > first >= max(_other_warmup(config), regime_first_bar(regime, timeframe)):
+        window = percentile_bars(regime, timeframe)
+        available = first - regime.volatility_window + 1
+        warnings.warn(
+            f"{source}: only {first} bars before {start:%Y-%m-%d}, {warmup} wanted for a full "
+            f"regime percentile window of {window} bars; the percentile ranks against the "
+            f"{available} volatilities available (at least {MIN_PERCENTILE_VALUES}) until "
+            f"{window} exist", stacklevel=2)
+    elif first < warmup:
         warnings.warn(
             f"{source}: only {first} bars before {start:%Y-%m-%d}, {warmup} wanted; features, "
             f"regimes or model training are undefined or short for the first bars of the "

@@ -3,6 +3,11 @@
 A bar is VOLATILE when its volatility (rolling std of log returns) ranks at or above
 `volatile_percentile` among the trailing `percentile_window` volatility values, else
 TRENDING when its Kaufman efficiency ratio reaches `trend_threshold`, else RANGING.
+
+Warm-up that fits the data: until `percentile_window` volatilities exist (daily bars with
+a few years of history, a file that starts shortly before the period), the percentile
+ranks against all the volatilities so far, once there are at least
+MIN_PERCENTILE_VALUES (50) of them; with a full window nothing changes.
 """
 
 from __future__ import annotations
@@ -10,9 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from numba import njit
 
 from backtester.data.bars import Bars
+from backtester.data.resample import parse_timeframe
 from backtester.checks import is_integer, is_real
 from backtester.errors import ConfigError
 from backtester.features import rolling_mean_std_1d_nb
@@ -21,6 +28,7 @@ RANGING = 0
 TRENDING = 1
 VOLATILE = 2
 UNKNOWN = -1  # during warm-up
+MIN_PERCENTILE_VALUES = 50  # volatilities a shorter-than-wanted percentile window needs
 
 REGIME_NAMES = {
     RANGING: "RANGING",
@@ -40,9 +48,10 @@ class RegimeConfig:
         Bars of the efficiency ratio, at least 1.
     volatility_window : int, default 48
         Log returns in the rolling volatility, at least 2.
-    percentile_window : int, default 2000
-        Trailing volatility values (current included) the percentile ranks against,
-        at least 2.
+    percentile_window : int or str, default 2000
+        Trailing volatility values (current included) the percentile ranks against:
+        bars (at least 2) or a duration of bars ("90d", "12w", "500h"). Before that many
+        exist it ranks against all of them, from MIN_PERCENTILE_VALUES on.
     volatile_percentile : float, default 0.85
         Percentile in (0, 1] at or above which a bar is VOLATILE.
     trend_threshold : float, default 0.35
@@ -51,7 +60,7 @@ class RegimeConfig:
 
     trend_window: int = 48
     volatility_window: int = 48
-    percentile_window: int = 2000
+    percentile_window: int | str = 2000
     volatile_percentile: float = 0.85
     trend_threshold: float = 0.35
 
@@ -59,6 +68,9 @@ class RegimeConfig:
         windows = (("trend_window", 1), ("volatility_window", 2), ("percentile_window", 2))
         for name, minimum in windows:
             value = getattr(self, name)
+            if name == "percentile_window" and isinstance(value, str):
+                _duration(value)
+                continue
             if not (is_integer(value) and value >= minimum):
                 raise ConfigError(
                     f"{name} must be a whole number of bars >= {minimum}, "
@@ -79,14 +91,45 @@ class RegimeConfig:
 
 
 
-def regime_warmup(config: RegimeConfig) -> int:
-    """Return the number of leading UNKNOWN bars: regimes are defined from this bar index on.
+def _duration(text: str) -> pd.Timedelta:
+    try:
+        return parse_timeframe(text.strip())
+    except ConfigError:
+        raise ConfigError(
+            f"percentile_window must be a whole number of bars >= 2 or a duration, was "
+            f"{text!r}; set it to an integer such as 2000 or a duration such as \"90d\""
+        ) from None
+
+
+def percentile_bars(config: RegimeConfig, timeframe: str | None = None) -> int:
+    """`percentile_window` in bars: as given, or its duration over the bar length
+    (rounded, at least 2); a duration needs ``timeframe``."""
+    window = config.percentile_window
+    if not isinstance(window, str):
+        return int(window)
+    if timeframe is None:
+        raise ConfigError(f"percentile_window {window!r} is a duration; pass the bars' "
+                          "timeframe to turn it into bars")
+    return max(2, round(_duration(window) / parse_timeframe(timeframe)))
+
+
+def regime_warmup(config: RegimeConfig, timeframe: str | None = None) -> int:
+    """Return the bars until every window is full (the warm-up a run loads).
 
     The first volatility needs `volatility_window` returns (bar index volatility_window),
-    the percentile `percentile_window` volatilities, the efficiency ratio `trend_window`
-    changes.
+    the full percentile `percentile_window` volatilities, the efficiency ratio
+    `trend_window` changes. Regimes are labelled earlier (``regime_first_bar``), with a
+    shorter percentile window.
     """
-    return max(config.volatility_window + config.percentile_window - 1, config.trend_window)
+    return max(config.volatility_window + percentile_bars(config, timeframe) - 1,
+               config.trend_window)
+
+
+def regime_first_bar(config: RegimeConfig, timeframe: str | None = None) -> int:
+    """Return the first bar index with a regime: every window holds enough values (the
+    percentile at least min(percentile_window, MIN_PERCENTILE_VALUES))."""
+    least = min(percentile_bars(config, timeframe), MIN_PERCENTILE_VALUES)
+    return max(config.volatility_window + least - 1, config.trend_window)
 
 
 @njit(cache=True)
@@ -106,10 +149,12 @@ def _fenwick_prefix_nb(tree: np.ndarray, position: int) -> int:
 
 
 @njit(cache=True)
-def rolling_percentile_1d_nb(a: np.ndarray, window: int) -> np.ndarray:
+def rolling_percentile_1d_nb(a: np.ndarray, window: int, least: int = 0) -> np.ndarray:
     """Fraction of the trailing `window` values (current included) that are <= the current one.
 
-    NaN until the window holds `window` valid values (a window holding a NaN gives NaN).
+    NaN until the window holds `window` valid values (a window holding a NaN gives NaN);
+    with ``least`` (0: off), while fewer than `window` values exist since the first valid
+    one (all valid), the fraction is over all of them once there are ``least``.
     Causal: the count at bar t covers bars t - window + 1 .. t only. The column is sorted
     once to number its distinct values (a rank only orders values, it carries nothing
     into a window); a Fenwick tree over those ranks counts the window's values <= the
@@ -130,7 +175,10 @@ def rolling_percentile_1d_nb(a: np.ndarray, window: int) -> np.ndarray:
         rank[index] = n_levels
     tree = np.zeros(n_levels + 1, dtype=np.int64)
     size = 0
+    first = -1
     for i in range(n):
+        if first < 0 and valid[i]:
+            first = i
         if i >= window and valid[i - window]:
             _fenwick_add_nb(tree, rank[i - window], -1)
             size -= 1
@@ -139,6 +187,8 @@ def rolling_percentile_1d_nb(a: np.ndarray, window: int) -> np.ndarray:
             size += 1
             if size == window:
                 out[i] = _fenwick_prefix_nb(tree, rank[i]) / window
+            elif 0 < least <= size and size == i - first + 1:
+                out[i] = _fenwick_prefix_nb(tree, rank[i]) / size
     return out
 
 
@@ -182,15 +232,17 @@ def regimes_1d_nb(
     percentile_window: int,
     volatile_percentile: float,
     trend_threshold: float,
+    least: int = 0,
 ) -> np.ndarray:
-    """Regime code (int8) of every bar of one asset; UNKNOWN while a window is not full.
+    """Regime code (int8) of every bar of one asset; UNKNOWN while a window is not full
+    (the percentile's: until it holds ``least`` values, see rolling_percentile_1d_nb).
 
     A bar whose volatility is exactly 0 (flat prices) is never VOLATILE, even where
     ties with other zero volatilities put it at the top percentile.
     """
     n = close.shape[0]
     volatility = log_return_volatility_1d_nb(close, volatility_window)
-    percentile = rolling_percentile_1d_nb(volatility, percentile_window)
+    percentile = rolling_percentile_1d_nb(volatility, percentile_window, least)
     efficiency = efficiency_ratio_1d_nb(close, trend_window)
     out = np.empty(n, dtype=np.int8)
     for i in range(n):
@@ -213,6 +265,7 @@ def regimes_nb(
     percentile_window: int,
     volatile_percentile: float,
     trend_threshold: float,
+    least: int = 0,
 ) -> np.ndarray:
     """2-dim version of `regimes_1d_nb`: close (n_bars, n_assets) -> int8 (n_bars, n_assets)."""
     n, n_assets = close.shape
@@ -225,6 +278,7 @@ def regimes_nb(
             percentile_window,
             volatile_percentile,
             trend_threshold,
+            least,
         )
     return out
 
@@ -243,14 +297,17 @@ def compute_regimes(bars: Bars, config: RegimeConfig = RegimeConfig()) -> np.nda
     -------
     numpy.ndarray
         int8 of shape (n_bars, n_assets): RANGING, TRENDING, VOLATILE, or UNKNOWN for the
-        first ``regime_warmup(config)`` bars.
+        first ``regime_first_bar(config, bars.timeframe)`` bars (the percentile ranks
+        against fewer than `percentile_window` volatilities until ``regime_warmup``).
     """
     close = np.ascontiguousarray(bars.close, dtype=np.float64)
+    window = percentile_bars(config, bars.timeframe)
     return regimes_nb(
         close,
         int(config.trend_window),
         int(config.volatility_window),
-        int(config.percentile_window),
+        window,
         float(config.volatile_percentile),
         float(config.trend_threshold),
+        min(window, MIN_PERCENTILE_VALUES),
     )

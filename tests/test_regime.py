@@ -20,6 +20,8 @@ from backtester.regime import (
     compute_regimes,
     efficiency_ratio_1d_nb,
     log_return_volatility_1d_nb,
+    percentile_bars,
+    regime_first_bar,
     regime_warmup,
     regimes_1d_nb,
     rolling_percentile_1d_nb,
@@ -123,9 +125,48 @@ def test_regimes_are_unknown_exactly_during_warmup(config):
     assert np.isin(regimes[warmup:], [RANGING, TRENDING, VOLATILE]).all()
 
 
-def test_series_shorter_than_warmup_is_all_unknown():
-    regimes = compute_regimes(make_bars(random_walk(100, 1, seed=2)))
+def test_series_shorter_than_the_first_labelled_bar_is_all_unknown():
+    # default windows: volatility from bar 48, 50 of them (MIN_PERCENTILE_VALUES) at bar 97
+    assert regime_first_bar(RegimeConfig()) == 97
+    regimes = compute_regimes(make_bars(random_walk(97, 1, seed=2)))
     assert (regimes == UNKNOWN).all()
+
+
+def test_short_history_ranks_against_the_volatilities_available():
+    # 400 bars, far fewer than the 2,047 of a full window: labelled from bar 97 on, each
+    # bar's percentile over every volatility so far (brute force below)
+    bars = make_bars(random_walk(400, 1, seed=3))
+    regimes = compute_regimes(bars)[:, 0]
+    assert (regimes[:97] == UNKNOWN).all()
+    assert np.isin(regimes[97:], [RANGING, TRENDING, VOLATILE]).all()
+    volatility = log_return_volatility_1d_nb(bars.close[:, 0], 48)
+    expanding = rolling_percentile_1d_nb(volatility, 2000, 50)
+    for t in (97, 200, 399):
+        seen = volatility[48 : t + 1]
+        assert expanding[t] == np.mean(seen <= volatility[t])
+    assert np.isnan(expanding[96])
+
+
+def test_full_window_results_are_unchanged_by_the_shorter_start():
+    values = np.random.default_rng(4).normal(size=600)
+    full = rolling_percentile_1d_nb(values, 250)
+    early = rolling_percentile_1d_nb(values, 250, 50)
+    np.testing.assert_array_equal(early[249:], full[249:])
+    assert np.isnan(full[:249]).all() and not np.isnan(early[49:249]).any()
+
+
+def test_percentile_window_as_a_duration_is_bars_of_the_timeframe():
+    config = RegimeConfig(percentile_window="90d")
+    assert percentile_bars(config, "1d") == 90
+    assert percentile_bars(config, "1h") == 2160
+    assert regime_warmup(config, "1d") == 48 + 90 - 1
+    with pytest.raises(ConfigError, match=r"^percentile_window .*was 'ninety days'.*\"90d\""):
+        RegimeConfig(percentile_window="ninety days")
+    daily = make_bars(random_walk(300, 1, seed=5))
+    daily = type(daily)(daily.times, daily.symbols, daily.open, daily.high, daily.low,
+                        daily.close, daily.volume, timeframe="1d")
+    np.testing.assert_array_equal(compute_regimes(daily, config),
+                                  compute_regimes(daily, RegimeConfig(percentile_window=90)))
 
 
 @pytest.mark.parametrize("window", [1, 2, 37, 400])

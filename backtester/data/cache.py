@@ -3,12 +3,18 @@
 A file is named ``embedded_<symbol>_<year>_<key12>.parquet``; the key (``cache_key``) is
 a SHA-256 over everything that determines its contents, so a new generator version,
 parameter or seed never reads an old file.
+
+Where (``resolve_cache_dir``): ``data.cache_dir`` when set to anything but its default
+"data/cache" (or empty); else ``BT_CACHE_DIR``; else the user cache directory
+(platformdirs' ``user_cache_dir("bt")`` when installed, else ``$XDG_CACHE_HOME/bt`` or
+``~/.cache/bt``), so running from any folder never creates ./data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import warnings
 from collections.abc import Sequence
@@ -35,8 +41,49 @@ from backtester.data.generator import (
 from backtester.data.loaders import write_atomically
 
 CACHE_UNIT = "calendar_year"
+DEFAULT_CACHE_DIR = "data/cache"  # DataConfig.cache_dir's default: the user cache dir
+CACHE_FILES = re.compile(r"^\.?embedded_.+\.parquet(\.[0-9a-f]+\.tmp)?$")
 _METADATA_KEY = b"bt.cache_key"
 _COLUMNS = ("time", *FIELDS)
+
+
+def user_cache_dir() -> Path:
+    """``BT_CACHE_DIR``, else the user cache directory of bt."""
+    if os.environ.get("BT_CACHE_DIR"):
+        return Path(os.environ["BT_CACHE_DIR"]).expanduser()
+    try:
+        from platformdirs import user_cache_dir as platform_cache_dir
+    except ImportError:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(base) / "bt"
+    return Path(platform_cache_dir("bt"))
+
+
+def resolve_cache_dir(cache_dir: Path | str | None = None) -> Path:
+    """The folder of the market cache: ``cache_dir`` unless empty or the default
+    "data/cache", else ``user_cache_dir()``."""
+    if cache_dir is None or str(cache_dir) in ("", DEFAULT_CACHE_DIR):
+        return user_cache_dir()
+    return Path(cache_dir).expanduser()
+
+
+def cache_files(cache_dir: Path | str | None = None) -> list[tuple[Path, int]]:
+    """(path, size in bytes) of each market cache file in the folder, by name."""
+    folder = resolve_cache_dir(cache_dir)
+    if not folder.is_dir():
+        return []
+    return [(p, p.stat().st_size) for p in sorted(folder.iterdir())
+            if CACHE_FILES.match(p.name) and p.is_file() and not p.is_symlink()]
+
+
+def clear_cache(cache_dir: Path | str | None = None) -> tuple[int, int]:
+    """Delete the market cache files (embedded_*.parquet and their temporary files) found
+    directly in the folder, nothing else; return (files, bytes) deleted."""
+    deleted = freed = 0
+    for path, size in cache_files(cache_dir):
+        path.unlink(missing_ok=True)
+        deleted, freed = deleted + 1, freed + size
+    return deleted, freed
 
 
 def cache_key(symbol: str, year: int, seed: int) -> str:
@@ -129,14 +176,16 @@ def embedded_bars(
     end: pd.Timestamp,
     symbols: Sequence[str] = DEFAULT_SYMBOLS,
     seed: int = 7,
-    cache_dir: Path | str = "data/cache",
+    cache_dir: Path | str | None = None,
 ) -> Bars:
     """Return ``generate_market(start, end, symbols, seed)``, cached as Parquet.
 
     Each (symbol, calendar year) touched by [start, end) is read from ``cache_dir`` when
     present and valid, else generated whole and written there (atomically). A corrupt or
-    stale file is regenerated with a warning.
+    stale file is regenerated with a warning. ``cache_dir`` None, empty or "data/cache":
+    the user cache directory (``resolve_cache_dir``).
     """
+    folder = resolve_cache_dir(cache_dir)
     names = check_symbols(symbols)
     seed = check_seed(seed)
     first, stop = minute_range(start, end)
@@ -148,7 +197,7 @@ def embedded_bars(
         year_first, year_stop = _year_minutes(year)
         lo, hi = max(first, year_first), min(stop, year_stop)
         for column, symbol in enumerate(names):
-            values = _load_year(Path(cache_dir), symbol, year, seed, notes)
+            values = _load_year(folder, symbol, year, seed, notes)
             for target, source in zip(out, values):
                 target[lo - first : hi - first, column] = source[lo - year_first : hi - year_first]
     for note in notes:

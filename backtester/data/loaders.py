@@ -30,14 +30,16 @@ from backtester.data.validate import (
     row_error,
     to_float,
 )
+from backtester.data.duplicates import check_on_duplicate, describe, resolve_duplicates
+from backtester.data.sniff import read_csv
+from backtester.data.times import parse_times
+from backtester.data.vendors import prepare_frame
 from backtester.errors import ConfigError, DataError
 
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zip", ".zst")
 _FILL = "fill it in or drop that row"
-# A UTC offset after a time of day: "09:30Z", "09:30:00-04:00", "0930+0100", "09:30 UTC".
-_OFFSET = r"\d{2}:?\d{2}(?::?\d{2}(?:\.\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?|UTC|GMT)\s*$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class _Series:
     values: tuple[np.ndarray, ...]  # open, high, low, close, volume
     has_volume: bool
     spread: np.ndarray | None = None  # bid-ask spread in price units, when the file has it
+    named_by_default: bool = False  # no symbol column: named after the file (or the caller)
 
 
 def _kind(path: Path) -> str | None:
@@ -77,7 +80,7 @@ def _stem(path: Path) -> str:
 
 def _data_files(path: Path) -> list[Path]:
     if not path.exists():
-        raise DataError(f"{path}: no such file or folder; check the --data path")
+        raise DataError(f"{path}: no such file; pass an existing CSV/Parquet file or folder")
     if path.is_file():
         if _kind(path) is None:
             raise DataError(f"{path}: not a .csv or .parquet file; convert it or rename it")
@@ -88,14 +91,15 @@ def _data_files(path: Path) -> list[Path]:
     return files
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The file's table and the info lines about how it was read (see sniff.read_csv)."""
     try:
         if _kind(path) == "parquet":
             frame = pd.read_parquet(path)
             if not isinstance(frame.index, pd.RangeIndex):
                 frame = frame.reset_index()
-            return frame
-        return pd.read_csv(path, skipinitialspace=True)
+            return frame, []
+        return read_csv(path)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; add a header and bars or remove it") from None
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
@@ -119,107 +123,22 @@ def _check_tz(tz: str | None) -> str:
     return tz
 
 
-def _epoch_unit(numbers: np.ndarray) -> str:
-    """Unit of epoch times from their magnitude: s < 1e11 <= ms < 1e14 <= us < 1e17 <= ns."""
-    magnitude = float(np.median(np.abs(numbers)))
-    for unit, limit in (("s", 1e11), ("ms", 1e14), ("us", 1e17)):
-        if magnitude < limit:
-            return unit
-    return "ns"
+def _read_file(path: Path, tz: str, on_duplicate: str
+               ) -> tuple[list[tuple[str, _Series]], list[str]]:
+    """Read, validate and split one file into per-symbol series, oldest bar first; and
+    the info lines about it."""
+    frame, notes = _read_table(path)
+    series, more = _frame_series(frame, str(path), tz, _stem(path), on_duplicate)
+    return series, [f"{path}: {n}" for n in notes] + more
 
 
-def _numeric_times(numbers: np.ndarray) -> np.ndarray:
-    """Epoch seconds/ms/us/ns (int64 or float64), or YYYYMMDD integers, to int64 ns UTC."""
-    integral = numbers.dtype.kind in "iu"
-    if integral and numbers.min() >= 1900_01_01 and numbers.max() <= 2100_12_31:
-        dates = pd.to_datetime(numbers.astype(str), format="%Y%m%d", errors="coerce")
-        if not dates.isna().any():
-            return dates.as_unit("ns").asi8.copy()
-    scale = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[_epoch_unit(numbers)]
-    if integral:
-        return numbers.astype(np.int64) * scale
-    return np.round(numbers * scale).astype(np.int64)
-
-
-def _localize(naive: pd.DatetimeIndex, tz: str, source: str, column: str) -> pd.DatetimeIndex:
-    try:
-        return naive.tz_localize(tz, ambiguous="infer", nonexistent="raise")
-    except Exception as e:
-        raise DataError(
-            f"{source}: a time in column '{column}' does not exist or is ambiguous in {tz} "
-            f"(a daylight-saving change: {str(e).splitlines()[0]}); write times with UTC "
-            "offsets or in UTC"
-        ) from None
-
-
-def parse_times(values: pd.Series, source: str, column: str, tz: str = "UTC") -> np.ndarray:
-    """Return the time column as int64 ns UTC.
-
-    Accepts ISO 8601 or other consistent date formats (with offsets: converted to UTC;
-    naive: read in `tz`), datetime columns, and epoch numbers in s/ms/us/ns (unit from
-    magnitude) or YYYYMMDD integers.
-    """
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        stamps = pd.DatetimeIndex(values).tz_convert("UTC")
-    elif pd.api.types.is_datetime64_dtype(values.dtype):
-        stamps = _localize(pd.DatetimeIndex(values), tz, source, column).tz_convert("UTC")
-    else:
-        stamps = None
-    if stamps is not None:
-        if stamps.isna().any():
-            i = int(np.argmax(stamps.isna()))
-            raise row_error(source, i + 1, None, f"{column} is empty", _FILL)
-        return stamps.as_unit("ns").asi8.copy()
-    if pd.api.types.is_integer_dtype(values.dtype) and not values.isna().any():
-        return _numeric_times(values.to_numpy(dtype=np.int64))
-    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
-        return _numeric_times(to_float(values, source, column, None))
-    text = values.astype("string").str.strip()
-    empty = (text.isna() | (text == "")).to_numpy()
-    if empty.any():
-        i = int(np.argmax(empty))
-        raise row_error(source, i + 1, None, f"{column} is empty", _FILL)
-    numbers = pd.to_numeric(text, errors="coerce")
-    if numbers.notna().all():
-        kind = np.int64 if pd.api.types.is_integer_dtype(numbers.dtype) else np.float64
-        return _numeric_times(numbers.to_numpy(dtype=kind))
-    stamps = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
-    if stamps.isna().any():
-        with warnings.catch_warnings():  # "could not infer format" when there is none
-            warnings.simplefilter("ignore", UserWarning)
-            inferred = pd.to_datetime(text, utc=True, errors="coerce")
-        if inferred.isna().sum() < stamps.isna().sum():
-            stamps = inferred
-    if stamps.isna().any():
-        i = int(np.argmax(stamps.isna().to_numpy()))
-        raise row_error(
-            source,
-            i + 1,
-            None,
-            f"{column} {text.iloc[i]!r} is not a timestamp",
-            "use ISO 8601 like 2025-01-03 04:00:00+00:00, one date format for the whole "
-            "column, or epoch seconds",
-        )
-    stamps = pd.DatetimeIndex(stamps)
-    if tz != "UTC":
-        naive = ~text.str.contains(_OFFSET, regex=True).to_numpy(dtype=bool)
-        if naive.any():
-            local = _localize(stamps[naive].tz_localize(None), tz, source, column)
-            ns = stamps.as_unit("ns").asi8.copy()
-            ns[naive] = local.tz_convert("UTC").as_unit("ns").asi8
-            return ns
-    return stamps.as_unit("ns").asi8.copy()
-
-
-def _read_file(path: Path, tz: str) -> list[tuple[str, _Series]]:
-    """Read, validate and split one file into per-symbol series, oldest bar first."""
-    return _frame_series(_read_table(path), str(path), tz, _stem(path))
-
-
-def _frame_series(frame: pd.DataFrame, source: str, tz: str,
-                  default_symbol: str) -> list[tuple[str, _Series]]:
+def _frame_series(frame: pd.DataFrame, source: str, tz: str, default_symbol: str,
+                  on_duplicate: str = "error") -> tuple[list[tuple[str, _Series]], list[str]]:
     """Validate and split one table (a file's, or a caller's DataFrame) into per-symbol
-    series, oldest bar first; without a symbol column it holds ``default_symbol``."""
+    series, oldest bar first; without a symbol column it holds ``default_symbol``.
+    Returns the series and info lines (vendor columns, resolved duplicates)."""
+    frame, vendor_notes = prepare_frame(frame)
+    notes = [f"{source}: {n}" for n in vendor_notes]
     names = resolve_columns(list(frame.columns), source)
     check_not_empty(len(frame), source)
     times = parse_times(frame[names["time"]], source, names["time"], tz)
@@ -233,10 +152,11 @@ def _frame_series(frame: pd.DataFrame, source: str, tz: str,
     high, low = check_prices(
         source, names, times, open_, high, low, close, volume if "volume" in names else None
     )
-    spread = None
+    columns = [open_, high, low, close, volume]
     if "spread" in names:
         spread = to_float(frame[names["spread"]], source, names["spread"], times)
         check_spread(source, names["spread"], times, spread)
+        columns.append(spread)
     rows = np.arange(1, len(frame) + 1)
     if "symbol" in names:
         symbol_text = frame[names["symbol"]].astype("string").str.strip()
@@ -248,15 +168,29 @@ def _frame_series(frame: pd.DataFrame, source: str, tz: str,
         groups = [(str(s), np.flatnonzero(codes == k)) for k, s in enumerate(symbols)]
     else:
         groups = [(default_symbol, rows - 1)]
-    result = []
+    result, resolved = [], {}
     for symbol, index in groups:
         label = symbol if "symbol" in names else None
-        if check_time_order(source, times[index], rows[index], names["time"], label):
-            index = index[::-1]
-        values = tuple(np.ascontiguousarray(a[index]) for a in (open_, high, low, close, volume))
-        spreads = None if spread is None else np.ascontiguousarray(spread[index])
-        result.append((symbol, _Series(source, times[index], values, "volume" in names, spreads)))
-    return result
+        group_times, group_rows = times[index], rows[index]
+        values = tuple(a[index] for a in columns)
+        if on_duplicate != "error":
+            keep, values, dropped = resolve_duplicates(group_times, values, on_duplicate)
+            if dropped:
+                group_times, group_rows = group_times[keep], group_rows[keep]
+                resolved[symbol] = dropped
+        if check_time_order(source, group_times, group_rows, names["time"], label):
+            group_times, values = group_times[::-1], tuple(v[::-1] for v in values)
+        values = tuple(np.ascontiguousarray(v) for v in values)
+        result.append((symbol, _Series(source, np.ascontiguousarray(group_times), values[:5],
+                                       "volume" in names,
+                                       values[5] if len(values) > 5 else None,
+                                       "symbol" not in names)))
+    if resolved:
+        counts = "" if "symbol" not in names else " (" + ", ".join(
+            f"{s}: {k}" for s, k in resolved.items()) + ")"
+        notes.append(f"{source}: resolved {sum(resolved.values())} duplicate times{counts} by "
+                     f"{describe(on_duplicate)}")
+    return result, notes
 
 
 def _align(symbols: list[str], series: dict[str, _Series]) -> tuple[Bars, list[str]]:
@@ -322,6 +256,7 @@ def load_bars(
     *,
     symbols: Sequence[str] | None = None,
     tz: str | None = None,
+    on_duplicate: str = "error",
 ) -> Bars:
     """Load bars from a CSV or Parquet file, or a folder of them.
 
@@ -331,9 +266,18 @@ def load_bars(
         A file, or a folder whose .csv/.parquet files are read. Files without a symbol
         (or ticker) column hold one symbol named after the file (AAPL.csv -> AAPL).
     symbols : sequence of str, optional
-        Keep only these symbols, in this order.
+        Keep only these symbols, in this order. One name for data holding one symbol
+        named after its file (no symbol column) names that symbol (with a warning).
     tz : str, optional
         Time zone of naive timestamps (default UTC). Times are returned in UTC.
+    on_duplicate : {"error", "first", "last", "mean"}
+        Rows of one symbol at one time: refused, or one kept (the first or last in the
+        file), or averaged field by field; resolving says how many, in one warning.
+
+    CSV files are read as written (``backtester.data.sniff``): UTF-8 with or without BOM
+    or Latin-1; ``,`` ``;`` tab or ``|`` delimiters, decimal commas; lines above the
+    header skipped; headerless Binance klines and MetaTrader history. Vendor columns and
+    dates are understood (``backtester.data.vendors``, ``backtester.data.times``).
 
     An optional spread column (spread, bid_ask_spread or ba_spread: the bid-ask spread in
     price units, >= 0) becomes ``Bars.spread``; it must be in every file or in none.
@@ -343,16 +287,20 @@ def load_bars(
     """
     path = Path(path)
     zone = _check_tz(tz)
+    policy = check_on_duplicate(on_duplicate)
     series: dict[str, _Series] = {}
+    notes: list[str] = []
     for file in _data_files(path):
-        for symbol, data in _read_file(file, zone):
+        found, more = _read_file(file, zone, policy)
+        notes += more
+        for symbol, data in found:
             if symbol in series:
                 raise DataError(
                     f"{file}: symbol {symbol} is also in {series[symbol].source}; keep each "
                     "symbol in one file"
                 )
             series[symbol] = data
-    return _assemble(series, str(path), symbols)
+    return _assemble(series, str(path), symbols, notes)
 
 
 def bars_from_frame(
@@ -362,6 +310,7 @@ def bars_from_frame(
     tz: str | None = None,
     source: str = "DataFrame",
     default_symbol: str = "ASSET",
+    on_duplicate: str = "error",
 ) -> Bars:
     """Build bars from a long table already in memory, checked exactly like a file.
 
@@ -378,6 +327,8 @@ def bars_from_frame(
         What error messages and warnings call the table.
     default_symbol : str
         The symbol of a table without a symbol column.
+    on_duplicate : {"error", "first", "last", "mean"}
+        As in ``load_bars``.
 
     Returns
     -------
@@ -385,22 +336,31 @@ def bars_from_frame(
         The symbols aligned on one time axis, as ``load_bars`` returns them.
     """
     zone = _check_tz(tz)
+    policy = check_on_duplicate(on_duplicate)
     if not isinstance(frame.index, pd.RangeIndex):
         frame = frame.rename_axis(frame.index.name or "time").reset_index()
-    series: dict[str, _Series] = {}
-    for symbol, data in _frame_series(frame, source, zone, default_symbol):
-        series[symbol] = data
-    return _assemble(series, source, symbols)
+    found, notes = _frame_series(frame, source, zone, default_symbol, policy)
+    return _assemble(dict(found), source, symbols, notes)
 
 
-def _assemble(series: dict[str, _Series], path: str,
-              symbols: Sequence[str] | None) -> Bars:
-    """Select the requested symbols, warn about missing volume, align them."""
+def _assemble(series: dict[str, _Series], path: str, symbols: Sequence[str] | None,
+              notes: Sequence[str] = ()) -> Bars:
+    """Select the requested symbols, warn about how files were read, missing volume and
+    alignment, align them."""
+    notes = list(notes)
     names = list(series)
     if symbols is not None:
         requested = [symbols] if isinstance(symbols, str) else list(symbols)
         if not requested:
             raise ConfigError("symbols is empty; name at least one symbol or leave it out")
+        data = next(iter(series.values())) if len(series) == 1 else None
+        if (data is not None and data.named_by_default and len(requested) == 1
+                and requested[0] not in series):
+            wanted = requested[0]
+            series = {wanted: data}
+            names = [wanted]
+            where = Path(data.source).name if data.source != "DataFrame" else data.source
+            notes.append(f"{where} holds one symbol; named {wanted} as --symbols asks")
         unknown = [s for s in requested if s not in series]
         if unknown:
             raise DataError(
@@ -423,8 +383,10 @@ def _assemble(series: dict[str, _Series], path: str,
             f"{lacking}: no spread column, but {series[with_spread[0]].source} has one; "
             "add a spread column to every file or remove it from all"
         )
-    bars, notes = _align(names, series)
     for note in notes:
+        warnings.warn(note, stacklevel=3)
+    bars, aligned = _align(names, series)
+    for note in aligned:
         warnings.warn(f"{path}: {note}", stacklevel=3)
     return bars
 

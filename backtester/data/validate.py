@@ -16,7 +16,8 @@ from backtester.data.resample import parse_timeframe
 from backtester.errors import DataError
 
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
-    "time": ("time", "timestamp", "date", "datetime", "date_time", "open_time", "ts", "t"),
+    "time": ("time", "timestamp", "date", "datetime", "date_time", "open_time", "ts", "t",
+             "gmt_time", "local_time", "unix", "unix_timestamp"),
     "open": ("open", "o"),
     "high": ("high", "h"),
     "low": ("low", "l"),
@@ -34,8 +35,13 @@ _DAY_NS = 86_400 * 10**9
 _HEADER_SEPARATORS = re.compile(r"[\s\-]+")
 
 
-def _normalize_header(name: object) -> str:
-    return _HEADER_SEPARATORS.sub("_", str(name).strip().lower())
+def normalize_header(name: object) -> str:
+    """A header as matched against the aliases: lower case, spaces and hyphens as
+    underscores, without a BOM, quotes or MetaTrader's angle brackets (<DATE> -> date)."""
+    text = str(name).strip().lstrip("\ufeff").strip().strip("\"'").strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    return _HEADER_SEPARATORS.sub("_", text.lower())
 
 
 def resolve_columns(columns: Sequence[object], source: str) -> dict[str, str]:
@@ -46,7 +52,7 @@ def resolve_columns(columns: Sequence[object], source: str) -> dict[str, str]:
     """
     found: dict[str, list[str]] = {}
     for column in columns:
-        key = _normalize_header(column)
+        key = normalize_header(column)
         for field, aliases in COLUMN_ALIASES.items():
             if key in aliases:
                 found.setdefault(field, []).append(str(column))
@@ -178,12 +184,14 @@ def check_time_order(
     if same.shape[0]:
         later, earlier = order[same + 1], order[same]
         j = int(np.argmin(later))
+        total = f", {same.shape[0]} duplicate times in all" if same.shape[0] > 1 else ""
         raise row_error(
             source,
             rows[later[j]],
             times[later[j]],
-            f"duplicate time in column '{column}'{of} (also at row {rows[earlier[j]]})",
-            "drop one of the two rows",
+            f"duplicate time in column '{column}'{of} (also at row {rows[earlier[j]]}{total})",
+            "drop one of the two rows, or keep one or their mean with --on-duplicate "
+            "first|last|mean (data.on_duplicate in the config)",
         )
     direction = np.sign(step[0])
     k = int(np.argmax(np.sign(step) != direction))

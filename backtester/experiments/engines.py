@@ -29,13 +29,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from backtester.data.cache import DEFAULT_CACHE_DIR
 from backtester.errors import BtError, ConfigError
 from backtester.experiments.trial import Trial, run_trial
 
 ENGINES = ("local", "dask")
 LOCAL_HTTP = "127.0.0.1:0"
 # Folders a trial reads, made absolute for workers elsewhere (empty = derived, kept).
-PATH_KEYS = ("data.cache_dir", "data.path", "memory.llm_cache_dir")
+PATH_KEYS = ("data.cache_dir", "data.path", "memory.llm_cache_dir")  # made absolute
 
 
 @runtime_checkable
@@ -81,6 +82,8 @@ class _Preparer:
         for dotted in PATH_KEYS:
             section, key = dotted.split(".")
             value = getattr(getattr(config, section), key)
+            if dotted == "data.cache_dir" and value in ("", DEFAULT_CACHE_DIR):
+                continue  # the user cache folder, the same for every worker on this machine
             if value and not Path(value).is_absolute():
                 overrides[dotted] = str(Path(value).resolve())
         trial = replace(trial, overrides=overrides, config_path=config_path)

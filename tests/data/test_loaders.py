@@ -303,7 +303,7 @@ def test_save_bars_with_an_unknown_extension_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "match"),
-    [("missing", "no such file or folder"), ("empty_folder", "has no .csv or .parquet files")],
+    [("missing", "no such file; pass an existing CSV/Parquet file or folder"), ("empty_folder", "has no .csv or .parquet files")],
 )
 def test_bad_paths_are_data_errors(tmp_path, name, match):
     (tmp_path / "empty_folder").mkdir()

@@ -71,8 +71,9 @@ def test_several_missing_columns_are_all_named(tmp_path):
 
 
 def test_two_columns_for_one_field_are_refused(tmp_path):
-    path = _csv(tmp_path, ["2025-01-02,09:30,1,1,1,1"], header="date,time,open,high,low,close")
-    assert "columns 'date' and 'time' both name the time" in _error(path)
+    path = _csv(tmp_path, ["2025-01-02,2025-01-02 09:30,1,1,1,1"],
+                header="date,timestamp,open,high,low,close")
+    assert "columns 'date' and 'timestamp' both name the time" in _error(path)
 
 
 def test_unparseable_timestamp_names_row_column_and_value(tmp_path):
