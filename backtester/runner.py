@@ -9,10 +9,9 @@ scores: here), simulate (engine/), the counterfactual books (books.py), learn an
 from __future__ import annotations
 
 import contextlib
-import shutil
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,13 +43,13 @@ from backtester.ensemble import (
     provider_scores,
 )
 from backtester.errors import ConfigError, MemoryStoreError, ProviderError
+from backtester.finish import OUTPUTS_PENDING, finish, finished_line, folder_error, pending
 from backtester.market import load_market, period_bounds, volatility, warmup_bars
 from backtester.metrics import compute_metrics, periods_per_year
 from backtester.portfolio import Trading
 from backtester.providers import build_provider
 from backtester.providers.base import Candidates, MarketContext, Provider, Votes
 from backtester.regime import compute_regimes
-from backtester.report import write_report
 from backtester.timeframes import market_features
 from backtester.results import (
     ChunkResult,
@@ -60,7 +59,6 @@ from backtester.results import (
     risk_counts,
     trades_frame,
     write_part,
-    write_run,
 )
 from strategies import STRATEGY_REGISTRY
 
@@ -164,6 +162,12 @@ class WalkForward:
             raise MemoryStoreError("--resume continues a learning run; a run with "
                                    f"--memory-mode {self.config.memory.mode} writes nothing "
                                    "to resume from: run it again without --resume")
+        if pending(active):
+            raise MemoryStoreError(
+                f"{self.config.memory.dir} holds the run {active['run_id']}: all its "
+                f"{active['chunks_total']} chunks are committed but its results under "
+                f"{self.config.run.out_dir} were not written; finish it with --resume "
+                "(nothing is traded again), or start over with --fresh")
         if active is not None:
             raise MemoryStoreError(
                 f"{self.config.memory.dir} holds the unfinished run {active['run_id']} "
@@ -304,8 +308,11 @@ class WalkForward:
                              risk_counts(sim))
         part = {"equity": sim.equity, "open_positions": sim.open_positions,
                 "trades": sim.trades, "books": books, "result": result_fields(result)}
-        if run_dir is not None:
-            write_part(run_dir, chunk, part)
+        if run_dir is not None:  # before the commit: a committed chunk always has its part
+            try:
+                write_part(run_dir, chunk, part)
+            except OSError as e:
+                raise folder_error(run_dir, e, self, run) from None
         if self.writes:
             self._commit(run, chunk, decided, sim.trades, result,
                          sim.equity[-1] - initial_equity)
@@ -436,11 +443,14 @@ class WalkForward:
                                      result.learning, result.books, counts)
         last = chunk is self.chunks[-1]
         start, end = self._period()
-        run_state = None if last else {
+        # kept after the last chunk too (outputs pending) until the run folder is written,
+        # so --resume can finish a run killed (or out of disk) after its last commit
+        run_state = {
             "run_id": run.run_id, "start": start.isoformat(), "end": end.isoformat(),
             "chunk_kind": self.config.run.chunk, "chunks_total": len(self.chunks),
             "chunks_done": len(run.done) + 1, "engine_state": run.engine.to_json(),
             "open_decisions": run.open_decisions, "books": run.books.states_json(),
+            **({OUTPUTS_PENDING: True} if last else {}),
         }
         self.memory.commit(label=chunk.label, start=result.start_time, end=result.end_time,
                            run_id=run.run_id, outcomes=closed, stats=run.stats,
@@ -480,9 +490,11 @@ class WalkForward:
                          mode, run.in_sample, self._changes(run))
 
     def _changes(self, run: _Run) -> list[dict[str, Any]]:
-        """The monitor's parameter changes made after this run's chunks."""
+        """The monitor's parameter changes made after this run's chunks (keys sorted, as the
+        memory keeps them: a resumed run writes the same bytes as an uninterrupted one)."""
         labels = {c.chunk.label for c in run.done}
-        return [c for c in run.parameters.get("history", []) if c.get("chunk") in labels]
+        return [dict(sorted(c.items())) for c in run.parameters.get("history", [])
+                if c.get("chunk") in labels]
 
 
 def run_backtest(
@@ -515,25 +527,23 @@ def run_backtest(
             bars, first = load_market(config)
         loop = WalkForward(config, bars, first, memory, progress, providers)
         run = loop.begin(resume=resume, in_sample=in_sample, run_id=run_id)
-        latency = loop.preflight()
-        if notice is not None and any(hasattr(p, "plan") for p in loop.providers):
-            notice(plan_line(loop.plan(loop.chunks[len(run.done):]), latency,
-                              loop.providers))
-        run_dir = Path(config.run.out_dir) / run.run_id
+        run_dir = Path(config.run.out_dir) / run.run_id  # run ids are folder names
+        remaining = loop.chunks[len(run.done):]
+        if remaining:
+            latency = loop.preflight()
+            if notice is not None and any(hasattr(p, "plan") for p in loop.providers):
+                notice(plan_line(loop.plan(remaining), latency, loop.providers))
+        elif notice is not None:
+            notice(finished_line(run, run_dir))
         parts_dir = run_dir if write and loop.writes else None  # for --resume
         if parts_dir is not None:
-            (parts_dir / "chunks").mkdir(parents=True, exist_ok=True)
-        for chunk in loop.chunks[len(run.done):]:
+            try:
+                (parts_dir / "chunks").mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise folder_error(run_dir, e, loop, run) from None
+        for chunk in remaining:
             loop.trade(run, chunk, parts_dir)
-        result = loop.result(run)
-        if write:
-            write_run(replace(result, out_dir=run_dir))
-            write_report(run_dir)
-        if loop.writes:
-            memory.store.finish_run()
-        if parts_dir is not None:
-            shutil.rmtree(parts_dir / "chunks")
-    return replace(result, out_dir=run_dir) if write else result
+        return finish(loop, run, memory, run_dir, write=write, parts_dir=parts_dir)
 
 
 def plan_run(config: Config) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[Provider]]:

@@ -157,6 +157,32 @@ class _Fatal(Exception):
         self.rejected = rejected
 
 
+def origin(url: str) -> str:
+    """scheme://host:port of a URL (the default port spelled out), for comparing origins."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    port = port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only within the request's origin: the Authorization header (the
+    API key) never goes to another host, port or scheme; a redirect across origins is
+    refused with one line naming both."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+        target = urllib.parse.urljoin(req.full_url, newurl)
+        if origin(target) != origin(req.full_url):
+            raise _Fatal(f"HTTP {code} redirect from {origin(req.full_url)} to {origin(target)}"
+                         " refused (the API key is never sent to another origin); set "
+                         "base_url to the address the server redirects to, if you trust it",
+                         status=code)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class ChatClient:
     """POST ``{base_url}/chat/completions`` for batches of message lists.
 
@@ -194,7 +220,9 @@ class ChatClient:
         self._sleep = sleep
         host = urllib.parse.urlsplit(self.url).hostname or ""
         # Loopback servers (Ollama, vLLM, llama.cpp) never go through an environment proxy.
-        handlers = [urllib.request.ProxyHandler({})] if host in LOOPBACK_HOSTS else []
+        handlers: list[urllib.request.BaseHandler] = [_SameOriginRedirects()]
+        if host in LOOPBACK_HOSTS:
+            handlers.append(urllib.request.ProxyHandler({}))
         self._opener = urllib.request.build_opener(*handlers)
 
     def __repr__(self) -> str:

@@ -30,6 +30,15 @@ DEFAULT_SYSTEM = ('You are a trading analyst. Answer with one JSON object only: 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _allowed(found: Path) -> bool:
+    """Whether a template file lies (symbolic links resolved) inside the working directory
+    or the repository's configs/, and was named without a '..' part or an absolute path
+    outside them."""
+    real = found.resolve()
+    return any(real.is_relative_to(root.resolve())
+               for root in (Path.cwd(), _REPO_ROOT / "configs")) and ".." not in found.parts
+
+
 @dataclass(frozen=True, slots=True)
 class PromptTemplate:
     """A system and a user message with ``str.format`` fields (``TEMPLATE_FIELDS``).
@@ -45,16 +54,35 @@ class PromptTemplate:
     fields: tuple[str, ...] = TEMPLATE_FIELDS
 
     @classmethod
-    def load(cls, path: str | Path, *, fields: tuple[str, ...] = TEMPLATE_FIELDS
-             ) -> PromptTemplate:
-        """Read and check a template file (relative: working directory, then repo root)."""
+    def load(cls, path: str | Path, *, fields: tuple[str, ...] = TEMPLATE_FIELDS,
+             explicit: bool = False) -> PromptTemplate:
+        """Read and check a template file (relative: working directory, then repo root).
+
+        A template is read only from inside the working directory or the repository's
+        configs/ (symbolic links resolved): a path with a '..' part or an absolute one is
+        refused unless ``explicit`` (a path the user gave on the command line, or a
+        program's own). Errors name the path, never the file's content.
+        """
         path = Path(path)
         found = next((p for p in ([path] if path.is_absolute() else [path, _REPO_ROOT / path])
                       if p.is_file()), None)
         if found is None:
             raise ConfigError(f"prompt_template: file not found, was '{path}'; point it at a "
                               "template such as configs/prompts/default.txt")
-        return cls.parse(found.read_text(encoding="utf-8"), source=str(path), fields=fields)
+        if not explicit and not _allowed(found):
+            raise ConfigError(f"prompt_template: '{path}' is outside the working directory "
+                              "and the repository's configs/ (a '..' or absolute path in a "
+                              "config file is refused); copy the template into configs/prompts/ "
+                              "or next to your config and name it by a relative path")
+        try:
+            text = found.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"prompt_template: '{path}' is not UTF-8 text; save it as UTF-8"
+                              ) from None
+        except OSError as e:
+            raise ConfigError(f"prompt_template: cannot read '{path}' ({e.strerror}); check "
+                              "the file's permissions") from None
+        return cls.parse(text, source=str(path), fields=fields)
 
     @classmethod
     def parse(cls, text: str, *, source: str = "<string>",
@@ -65,16 +93,17 @@ class PromptTemplate:
             lines.pop(0)
         sections: dict[str, list[str]] = {}
         current = None
-        for line in lines:
+        skipped = len(text.splitlines()) - len(lines)
+        for number, line in enumerate(lines, start=skipped + 1):
             marker = line.strip().lower()
             if marker in ("[system]", "[user]"):
                 current = sections.setdefault(marker[1:-1], [])
             elif current is not None:
                 current.append(line)
             elif line.strip():
-                raise ConfigError(f"{source}: text before the [system] or [user] line, was "
-                                  f"{line.strip()[:40]!r}; start the messages with [system] "
-                                  "and [user] lines")
+                raise ConfigError(f"{source}: text before the [system] or [user] line (line "
+                                  f"{number}); start the messages with [system] and [user] "
+                                  "lines")
         if "user" not in sections:
             raise ConfigError(f"{source}: no [user] line in the prompt template; add one "
                               "before the user message")
