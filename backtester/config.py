@@ -26,6 +26,12 @@ from backtester.monitor import MonitorConfig
 from backtester.portfolio import CostsConfig, RiskConfig, SizingConfig
 from backtester.regime import RegimeConfig
 
+# Upper bounds of counts and windows (an absurd size is refused before it allocates)
+MAX_BARS = 10_000_000  # a chunk, a holding period, a shadow horizon, in bars
+MAX_COUNT = 1_000_000  # open positions
+MAX_MEMORY = 10_000_000  # situations the memory keeps, neighbours it needs
+MAX_CASH = 1e15  # initial cash
+
 CHUNK_KINDS = ("quarter", "month", "week", "year", "all")
 DEFAULTS_SECTION = "llm_defaults"  # keys every [providers.<name>] of kind "llm" starts from
 DEFAULT_CONFIG_PATH = Path("configs/default.toml")
@@ -34,7 +40,7 @@ DEFAULT_CONFIG_PATH = Path("configs/default.toml")
 DEFAULT_UNHASHED = ("risk", "sizing", "costs", "features", "monitor.adapt_threshold",
                     "monitor.threshold_step", "monitor.threshold_max",
                     "monitor.adapt_volatility_target", "monitor.volatility_target_step",
-                    "monitor.volatility_target_min")
+                    "monitor.volatility_target_min", "data.on_duplicate")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -52,12 +58,14 @@ class RunConfig:
         if self.year is not None:
             _check(1900 <= self.year <= 2200, "run.year", self.year, "a year such as 2025")
         _check(
-            self.chunk in CHUNK_KINDS or (self.chunk.isdigit() and int(self.chunk) > 0),
+            self.chunk in CHUNK_KINDS or (self.chunk.isdigit() and len(self.chunk) <= 9
+                                          and 0 < int(self.chunk) <= MAX_BARS),
             "run.chunk",
             self.chunk,
-            f"one of {', '.join(CHUNK_KINDS)} or a positive number of bars",
+            f"one of {', '.join(CHUNK_KINDS)} or a number of bars in [1, {MAX_BARS:_}]",
         )
-        _check(self.initial_cash > 0, "run.initial_cash", self.initial_cash, "positive")
+        _check(0 < self.initial_cash <= MAX_CASH, "run.initial_cash", self.initial_cash,
+               f"a positive finite amount <= {MAX_CASH:g}")
         if (self.start is None) != (self.end is None):
             raise ConfigError("run.start and run.end go together; give both or neither")
 
@@ -71,10 +79,13 @@ class DataConfig:
     timeframe: str = "15min"
     tz: str = "UTC"  # for naive timestamps in user files
     seed: int = 7  # embedded generator seed
-    cache_dir: str = "data/cache"
+    cache_dir: str = "data/cache"  # this default: the user cache dir (data/cache.py)
+    on_duplicate: str = "error"  # rows of one symbol at one time: error | first | last | mean
 
     def __post_init__(self) -> None:
         _check(len(self.symbols) > 0 or bool(self.path), "data.symbols", self.symbols, "non-empty")
+        _check(self.on_duplicate in ("error", "first", "last", "mean"), "data.on_duplicate",
+               self.on_duplicate, "one of error, first, last, mean")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -96,12 +107,13 @@ class ExecutionConfig:
         _check(
             0 < self.position_size <= 1, "execution.position_size", self.position_size, "in (0, 1]"
         )
-        _check(self.max_open_positions >= 0, "execution.max_open_positions",
-               self.max_open_positions, ">= 0")
+        _check(0 <= self.max_open_positions <= MAX_COUNT, "execution.max_open_positions",
+               self.max_open_positions, f"in [0, {MAX_COUNT:_}]")
         _check(0 <= self.stop_loss < 1, "execution.stop_loss", self.stop_loss, "in [0, 1)")
-        _check(self.take_profit >= 0, "execution.take_profit", self.take_profit, ">= 0")
-        _check(self.max_holding_bars >= 0, "execution.max_holding_bars",
-               self.max_holding_bars, ">= 0")
+        _check(0 <= self.take_profit <= 100, "execution.take_profit", self.take_profit,
+               "in [0, 100] (a share of the entry price)")
+        _check(0 <= self.max_holding_bars <= MAX_BARS, "execution.max_holding_bars",
+               self.max_holding_bars, f"in [0, {MAX_BARS:_}]")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -147,9 +159,11 @@ class EnsembleConfig:
                "in [0, 10]")
         _check(0 <= self.weight_floor < 1, "ensemble.weight_floor", self.weight_floor,
                "in [0, 1)")
-        _check(self.regime_shrinkage >= 0, "ensemble.regime_shrinkage", self.regime_shrinkage,
-               ">= 0")
-        _check(self.shadow_horizon >= 0, "ensemble.shadow_horizon", self.shadow_horizon, ">= 0")
+        _check(0 <= self.regime_shrinkage <= 1e12, "ensemble.regime_shrinkage",
+               self.regime_shrinkage, "in [0, 1e12]")
+        _check(0 <= self.shadow_horizon <= MAX_BARS, "ensemble.shadow_horizon",
+               self.shadow_horizon, f"in [0, {MAX_BARS:_}]")
+        _check(0 <= self.seed < 2**63, "ensemble.seed", self.seed, "in [0, 2**63)")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -179,11 +193,14 @@ class MemoryConfig:
     def __post_init__(self) -> None:
         _check(self.mode in MEMORY_MODES, "memory.mode", self.mode,
                f"one of {', '.join(MEMORY_MODES)}")
-        _check(self.max_memory_size >= 1, "memory.max_memory_size", self.max_memory_size, ">= 1")
-        _check(self.k >= 1, "memory.k", self.k, ">= 1")
+        _check(1 <= self.max_memory_size <= MAX_MEMORY, "memory.max_memory_size",
+               self.max_memory_size, f"in [1, {MAX_MEMORY:_}]")
+        _check(1 <= self.k <= self.max_memory_size, "memory.k", self.k,
+               f"in [1, memory.max_memory_size = {self.max_memory_size}]")
         _check(0 <= self.vote_weight <= 1, "memory.vote_weight", self.vote_weight, "in [0, 1]")
-        _check(self.vote_scale > 0, "memory.vote_scale", self.vote_scale, "> 0")
-        _check(self.min_neighbours >= 1, "memory.min_neighbours", self.min_neighbours, ">= 1")
+        _check(0 < self.vote_scale <= 1e6, "memory.vote_scale", self.vote_scale, "in (0, 1e6]")
+        _check(1 <= self.min_neighbours <= MAX_MEMORY, "memory.min_neighbours",
+               self.min_neighbours, f"in [1, {MAX_MEMORY:_}]")
         _check(self.embedder in ("auto", "sentence", "hashing"), "memory.embedder",
                self.embedder, "auto, sentence or hashing")
 
@@ -426,10 +443,15 @@ def read_toml(path: str | Path, *, missing: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot be read ({e}); pass a TOML text file") from None
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                *, flags: dict[str, str] | None = None) -> Config:
     """Load a TOML config and apply overrides given as {"section.key": value}.
 
     ``path`` None means configs/default.toml when it exists, else the built-in defaults.
+    ``flags`` names the command-line flag behind an override ({"run.chunk": "--chunk"},
+    {"ensemble.seed": "--set ensemble.seed"}): an error about a key a flag set names that
+    flag ("--chunk: must be ..."), not the file. A year given over a file's start and end
+    replaces them (the flag wins, as for every key).
     """
     from strategies import STRATEGY_REGISTRY  # late: strategies import the config helpers
 
@@ -441,14 +463,42 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         source = str(path)
         data = read_toml(path, missing="config file not found; pass --config with an existing "
                          "file such as configs/default.toml")
-    for dotted, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(data, dotted, value)
+    applied = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "run.year" in applied and "run.start" not in applied and "run.end" not in applied \
+            and isinstance(data.get("run"), dict):
+        data["run"] = {k: v for k, v in data["run"].items() if k not in ("start", "end")}
+    for dotted, value in applied.items():
+        _set_dotted(data, dotted, value)
     try:
         base = Path(path).resolve().parent if path is not None else Path.cwd()
         return _build_config(data, STRATEGY_REGISTRY, base=base)
     except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        flagged = {k: f for k, f in (flags or {}).items() if k in applied}
+        message = _flag_message(str(e), flagged, flags or {})
+        raise ConfigError(message if message is not None else f"{source}: {e}") from None
+
+
+def _flag_message(message: str, flagged: dict[str, str], flags: dict[str, str]) -> str | None:
+    """``message`` (a ConfigError about the merged config) said of the flag that set its key,
+    or None when no flag set it (the file is to blame).
+
+    ``flagged``: the keys flags set in this call and their flags; ``flags``: every key a flag
+    could set (to name the other half of start/end)."""
+    if message.startswith("run.start and run.end go together") and \
+            ({"run.start", "run.end"} & flagged.keys()):
+        return (f"{flags.get('run.start', 'run.start')} and {flags.get('run.end', 'run.end')} "
+                "go together; give both")
+    for key in sorted(flagged, key=len, reverse=True):  # the most specific key first
+        if message.startswith((f"{key} ", f"{key}:")):  # run.chunk must be ..., was ...
+            return f"{flagged[key]}: {message[len(key):].lstrip(': ')}"
+        if message.startswith((f"{key}.", f"{key}[")):  # an item of the value: keep its path
+            return f"{flagged[key]}: {message}"
+        quoted = f" '{key}'"
+        if quoted in message:  # unknown key 'ensemble.x'; did you mean ...
+            return f"{flagged[key]}: {message.replace(quoted, '', 1)}"
+        if f"'[{key.split('.')[0]}]'" in message:  # unknown section '[x]'; did you mean ...
+            return f"{flagged[key]}: {message}"
+    return None
 
 
 def _build_config(data: dict[str, Any], registry: dict[str, type], *,

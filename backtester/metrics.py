@@ -23,7 +23,7 @@ Definitions (``n`` bars, ``equity[t]`` the equity at bar t's close, ``ppy`` bars
 
 A value that is undefined is ``nan``, never an exception, ``0`` or ``inf``:
 
-- with no trades, every trade statistic but ``trades`` (``0.0``) is ``nan``;
+- with no trades, every trade statistic but ``trades`` (``0``) is ``nan``;
 - sharpe and sqn are ``nan`` when the standard deviation is zero (below 1e-12, rounding
   noise) or fewer than 2 values exist; volatility is ``nan`` below 2 bars but a flat
   curve has volatility ``0.0``;
@@ -35,8 +35,9 @@ A value that is undefined is ``nan``, never an exception, ``0`` or ``inf``:
   sharpe and sortino are ``nan``; cagr is ``-1.0`` at zero final equity and ``nan`` below;
 - cagr is ``nan`` when it overflows a float (a large return over a tiny span).
 
-Every value is a plain Python ``float`` (counts too), so the dict serialises as it is;
-orjson writes ``nan`` as ``null``.
+Every value is a plain Python ``float``, but the counts (`COUNT_NAMES`: ``trades`` and
+``max_drawdown_bars``) are plain ``int``, so the dict serialises as it is (``"trades": 2107``,
+not ``2107.0``); orjson writes ``nan`` as ``null``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "final_equity",
 )
 """Keys of the dict returned by `compute_metrics`, in display order."""
+
+COUNT_NAMES: frozenset[str] = frozenset({"trades", "max_drawdown_bars"})
+"""The metrics that count something: plain ints, never floats."""
 
 _ZERO_STD = 1e-12
 _NAN = float("nan")
@@ -154,7 +158,8 @@ def compute_metrics(
     Returns
     -------
     dict[str, float]
-        One plain float per name of `METRIC_NAMES`, in that order.
+        One plain float per name of `METRIC_NAMES`, in that order (an int for the counts
+        of `COUNT_NAMES`).
 
     Raises
     ------
@@ -192,7 +197,7 @@ def compute_metrics(
         "cagr": cagr,
         **_return_metrics(equity, initial_equity, periods_per_year),
         "max_drawdown": max_drawdown,
-        "max_drawdown_bars": float(drawdown_bars),
+        "max_drawdown_bars": drawdown_bars,
         "max_drawdown_duration_days": (
             drawdown_bars * bar_seconds / 86400.0 if bar_seconds is not None else _NAN
         ),
@@ -201,7 +206,8 @@ def compute_metrics(
         "exposure": float(np.count_nonzero(open_positions > 0)) / bars,
         "final_equity": float(equity[-1]),
     }
-    return {name: float(metrics[name]) for name in METRIC_NAMES}
+    return {name: int(metrics[name]) if name in COUNT_NAMES else float(metrics[name])
+            for name in METRIC_NAMES}
 
 
 def _as_float_1d(values: np.ndarray, name: str) -> np.ndarray:
@@ -260,7 +266,7 @@ def _drawdown(equity: np.ndarray, initial_equity: float) -> tuple[float, int]:
 def _trade_metrics(trades: np.ndarray) -> dict[str, float]:
     count = trades.size
     if count == 0:
-        return {"trades": 0.0, **dict.fromkeys(_TRADE_STATISTICS, _NAN)}
+        return {"trades": 0, **dict.fromkeys(_TRADE_STATISTICS, _NAN)}
     pnl = np.asarray(trades["pnl"], dtype=np.float64)
     return_pct = np.asarray(trades["return_pct"], dtype=np.float64)
     gross_profit = float(np.sum(pnl[pnl > 0.0]))
@@ -268,7 +274,7 @@ def _trade_metrics(trades: np.ndarray) -> dict[str, float]:
     expectancy = float(np.mean(pnl))
     std = float(np.std(pnl, ddof=1)) if count >= 2 else 0.0
     return {
-        "trades": float(count),
+        "trades": int(count),
         "win_rate": float(np.count_nonzero(pnl > 0.0)) / count,
         "profit_factor": gross_profit / -gross_loss if gross_loss < 0.0 else _NAN,
         "expectancy": expectancy,

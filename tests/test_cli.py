@@ -30,8 +30,12 @@ def test_run_embedded_market_prints_each_chunk_and_writes_results(workdir):
     summary = orjson.loads((runs[0] / "metrics.json").read_bytes())
     assert [c["label"] for c in summary["chunks"]] == ["2025-01", "2025-02"]
     assert str(runs[0].name) in result.output
-    # the generated market was cached for the next run
-    assert any((workdir / "data" / "cache").iterdir())
+    # the generated market was cached for the next run, in the shared cache folder (the
+    # test session's BT_CACHE_DIR), not under the working directory
+    import os
+
+    assert any(Path(os.environ["BT_CACHE_DIR"]).glob("embedded_*.parquet"))
+    assert not (workdir / "data" / "cache").exists()
 
 
 def test_run_on_real_bars_from_a_csv(workdir):
@@ -58,7 +62,7 @@ def test_run_on_real_bars_from_a_csv(workdir):
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["run", "--chunk", "fortnight"], "run.chunk must be one of"),
+        (["run", "--chunk", "fortnight"], "--chunk: must be one of"),
         (["run", "--data", "missing.csv"], "missing.csv"),
         (["run", "--year", "2019"], "2020"),
         (["run", "--config", "nope.toml"], "config file not found"),
@@ -146,7 +150,7 @@ def test_frozen_run_decides_with_the_memory_and_says_so(workdir):
 
 @pytest.mark.parametrize("args, message", [
     (["--no-memory", "--memory-mode", "frozen"], "contradict each other"),
-    (["--memory-mode", "sometimes"], "memory.mode must be one of learn, frozen, off"),
+    (["--memory-mode", "sometimes"], "--memory-mode: must be one of learn, frozen, off"),
     (["--in-sample"], "--in-sample goes with --memory-mode frozen"),
     (["--memory-mode", "frozen", "--fresh"], "drop --fresh"),
 ])
@@ -172,7 +176,7 @@ def test_set_overrides_any_key_typed_like_the_file_and_the_run_folder_shows_it(w
 
 @pytest.mark.parametrize("assignment, message", [
     ("ensemble.learnig_rate=0.2", "did you mean 'ensemble.learning_rate'"),
-    ("ensemble.threshold=high", "ensemble.threshold must be a number, was 'high'"),
+    ("ensemble.threshold=high", "--set ensemble.threshold: must be a number, was 'high'"),
     ("threshold=0.3", "--set must be section.key=value"),
 ])
 def test_a_bad_set_is_one_line_naming_the_key(workdir, assignment, message):
@@ -252,10 +256,100 @@ def test_run_quiet_prints_only_the_results_folder_line(workdir):
     result = runner.invoke(app, [*SHORT_RUN, "--quiet"])
     assert result.exit_code == 0, result.output
     [line] = result.stdout.splitlines()
-    assert line.startswith("results: runs/") and (workdir / line.split(": ")[1]).is_dir()
+    folder = Path(line.split(": ")[1])
+    assert line.startswith("results: /") and folder.is_absolute() and folder.is_dir()
+    assert folder.parent == (workdir / "runs").resolve() or folder.parent == workdir / "runs"
 
 
 def test_run_quiet_and_json_together_is_one_line_error(workdir):
     result = runner.invoke(app, [*SHORT_RUN, "--quiet", "--json"])
     assert result.exit_code == 1
     assert "--quiet and --json" in result.output
+
+
+FORTNIGHT = "error: --chunk: must be one of quarter, month, week, year, all or a "
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--chunk", "fortnight"], FORTNIGHT),
+        (["--start", "2025-01-01"], "error: --start and --end go together; give both"),
+        (["--end", "2025-02-01"], "error: --start and --end go together; give both"),
+        (["--year", "2025", "--start", "2025-01-01", "--end", "2025-02-01"],
+         "error: --year and --start/--end contradict each other; give a year or a start and "
+         "an end"),
+        (["--year", "2025", "--end", "2025-02-01"],
+         "error: --year and --start/--end contradict each other"),
+        (["--set", "run.chunk=fortnight"], "error: --set run.chunk: must be one of quarter"),
+        (["--set", "ensemble.learning_rate=50"],
+         "error: --set ensemble.learning_rate: must be in [0, 10], was 50"),
+        (["--set", "ensemble.learnin_rate=0.1"],
+         "error: --set ensemble.learnin_rate: unknown key; did you mean "
+         "'ensemble.learning_rate'?"),
+        (["--set", "ensembel.learning_rate=0.1"],
+         "error: --set ensembel.learning_rate: unknown section '[ensembel]'; did you mean "
+         "'[ensemble]'?"),
+        (["--memory-mode", "sometimes"], "error: --memory-mode: must be one of learn, frozen, "
+                                         "off, was 'sometimes'"),
+    ],
+)
+def test_a_bad_flag_is_blamed_on_the_flag_not_the_config_file(workdir, args, message):
+    result = runner.invoke(app, ["run", *args])
+    assert result.exit_code == 1, result.output
+    [line] = result.output.strip().splitlines()  # one line, no traceback
+    assert line.startswith(message), line
+    assert "default.toml" not in line
+    if "--chunk" in args:
+        assert line.endswith("number of bars, was 'fortnight'") or \
+            line.endswith("was 'fortnight'"), line
+
+
+def test_a_bad_value_in_the_file_still_names_the_file_and_key(workdir):
+    (workdir / "bad.toml").write_text('[run]\nchunk = "fortnight"\n')
+    result = runner.invoke(app, ["run", "--config", "bad.toml", "--year", "2025"])
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: bad.toml: run.chunk must be one of quarter"), line
+    (workdir / "half.toml").write_text('[run]\nstart = "2025-01-01"\n')
+    result = runner.invoke(app, ["run", "--config", "half.toml"])
+    assert "half.toml: run.start and run.end go together" in result.output
+
+
+def test_a_year_flag_replaces_the_files_start_and_end(workdir):
+    from backtester.config import load_config
+
+    (workdir / "dates.toml").write_text('[run]\nstart = "2025-01-01"\nend = "2025-02-01"\n')
+    cfg = load_config("dates.toml", {"run.year": 2026}, flags={"run.year": "--year"})
+    assert (cfg.run.year, cfg.run.start, cfg.run.end) == (2026, None, None)
+    both = load_config("dates.toml", {"run.year": 2026, "run.end": "2025-03-01"})
+    assert (both.run.start, both.run.end) == ("2025-01-01", "2025-03-01")
+
+
+def test_run_prints_absolute_folders_and_metrics_json_keeps_counts_integers(workdir):
+    result = runner.invoke(app, ["run", "--start", "2025-01-01", "--end", "2025-01-22",
+                                 "--chunk", "week", "--memory-mode", "off"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split(":")[0]: line.split(": ", 1)[1].strip()
+             for line in result.output.splitlines()
+             if line.startswith(("results:", "report:", "memory:"))}
+    assert set(lines) == {"results", "report"}  # memory off: no memory line
+    run_dir = Path(lines["results"])
+    assert run_dir.is_absolute() and (run_dir / "metrics.json").exists()
+    assert Path(lines["report"]) == run_dir / "report.html"
+    summary = orjson.loads((run_dir / "metrics.json").read_bytes())
+    counted = [summary["overall"], *(c["metrics"] for c in summary["chunks"]),
+               *summary["books"]["overall"].values()]
+    for metrics in counted:
+        assert type(metrics["trades"]) is int, metrics["trades"]
+        assert type(metrics.get("max_drawdown_bars", 0)) is int, metrics
+    assert b'"trades":' in (run_dir / "metrics.json").read_bytes()
+    assert b'"trades": 0.0' not in (run_dir / "metrics.json").read_bytes()
+
+
+def test_run_with_the_memory_says_where_the_memory_folder_is(workdir):
+    result = runner.invoke(app, ["run", "--start", "2025-01-01", "--end", "2025-01-15",
+                                 "--chunk", "week", "--timeframe", "1h"])
+    assert result.exit_code == 0, result.output
+    [memory] = [line for line in result.output.splitlines() if line.startswith("memory:")]
+    assert memory == f"memory:  {workdir / 'data' / 'memory'} (read and updated)"

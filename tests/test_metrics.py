@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from backtester.engine.records import trade_dt
-from backtester.metrics import METRIC_NAMES, YEAR_NS, compute_metrics, periods_per_year
+from backtester.metrics import (
+    COUNT_NAMES,
+    METRIC_NAMES,
+    YEAR_NS,
+    compute_metrics,
+    periods_per_year,
+)
 
 HOUR_NS = 3600 * 1_000_000_000
 
@@ -314,13 +320,16 @@ def test_exposure_is_the_share_of_bars_with_an_open_position():
 # --- output shape and input checks --------------------------------------------------------
 
 
-def test_result_has_every_metric_name_in_order_as_plain_json_floats():
+def test_result_has_every_metric_name_in_order_as_plain_json_floats_and_counts_as_ints():
     result = metrics_of([110.0, 99.0, 121.0], trades=make_trades([1.0, -1.0]))
 
     assert tuple(result) == METRIC_NAMES
-    assert all(type(value) is float for value in result.values())
+    assert all(type(value) is (int if name in COUNT_NAMES else float)
+               for name, value in result.items())
+    assert COUNT_NAMES == {"trades", "max_drawdown_bars"}
+    assert b'"trades":2,' in orjson.dumps(result)  # not 2.0
     decoded = orjson.loads(orjson.dumps(result))
-    assert decoded["trades"] == 2.0
+    assert decoded["trades"] == 2 and type(decoded["max_drawdown_bars"]) is int
     assert decoded["max_drawdown_duration_days"] is None  # nan -> null
 
 

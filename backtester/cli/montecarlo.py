@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from backtester.cli.common import ConfigOpt, console, fail, fmt, load
+from backtester.cli.common import ConfigOpt, console, fail, fmt, load, print_table
 from backtester.cli.sweep import _progress, _trial_line
 from backtester.errors import BtError, ConfigError
 
@@ -95,7 +95,7 @@ def _render(summary: dict[str, Any], settings: dict[str, Any], swept: Any) -> No
         kind = _KINDS[name]
         table.add_row(_NAMES[name], *(fmt(row[f"p{q}"], kind) for q in summary["percentiles"]),
                       fmt(row["original"], kind))
-    console.print(table)
+    print_table(table)
     if summary["failed"]:
         console.print(f"{summary['failed']} paths failed (see results.parquet)",
                       highlight=False, markup=False)

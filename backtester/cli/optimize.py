@@ -24,6 +24,7 @@ from backtester.cli.common import (
     console,
     fail,
     fmt,
+    print_table,
 )
 from backtester.errors import BtError, ConfigError
 
@@ -114,7 +115,7 @@ def _render(outcome: dict[str, Any]) -> None:
                       *(_param(r["params"][k]) for k in searched),
                       fmt(m.get("total_return"), "pct"), fmt(m.get("sharpe")),
                       fmt(m.get("max_drawdown"), "pct"), fmt(m.get("trades"), "int"))
-    console.print(table)
+    print_table(table)
     if best is None:
         _line(f"no trial finished with a {objective}; {len(failed)} failed")
     else:
@@ -146,7 +147,7 @@ def _render_selection(selection: dict[str, Any]) -> None:
     for row in selection["chunks"]:
         table.add_row(row["label"], row["chosen"], fmt(row["in_sample"], "pct"),
                       fmt(row["return"], "pct"))
-    console.print(table)
+    print_table(table)
     best, objective = selection["in_sample_best"], selection["objective"]
     _line(f"in-sample best {best['trial_id']} ({objective} {fmt(best['objective'], 'pct')} "
           f"over all chunks): return {fmt(best['total_return'], 'pct')}  vs  out-of-sample, "

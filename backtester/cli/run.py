@@ -23,9 +23,20 @@ from backtester.cli.common import (
     fail,
     fmt,
     load,
+    print_paths,
+    print_table,
     split_symbols,
+    where,
 )
 from backtester.errors import BtError, ConfigError
+
+
+RUN_FLAGS = {"run.year": "--year", "run.start": "--start", "run.end": "--end",
+             "run.chunk": "--chunk", "run.out_dir": "--out", "data.path": "--data",
+             "data.timeframe": "--timeframe", "data.tz": "--tz", "data.seed": "--seed",
+             "memory.dir": "--memory-dir", "data.symbols": "--symbols",
+             "memory.mode": "--memory-mode", "data.on_duplicate": "--on-duplicate"}
+"""The config key each `bt run` flag sets, so that a bad value names the flag."""
 
 
 def run(
@@ -40,6 +51,9 @@ def run(
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = None,
     tz: Annotated[str | None, typer.Option(help="Time zone of naive timestamps in --data.")] = None,
+    on_duplicate: Annotated[str | None, typer.Option(
+        "--on-duplicate", help="Rows of one symbol at one time in --data: error (default), "
+        "first, last or mean.")] = None,
     seed: SeedOpt = None,
     out: Annotated[str | None, typer.Option(help="Folder for run results (default runs/).")] = None,
     memory_dir: Annotated[str | None, typer.Option(
@@ -80,20 +94,29 @@ def run(
         "run.year": year, "run.start": start, "run.end": end, "run.chunk": chunk,
         "run.out_dir": out, "data.path": data, "data.timeframe": timeframe, "data.tz": tz,
         "data.seed": seed, "memory.dir": memory_dir, "data.symbols": split_symbols(symbols),
-        "memory.mode": memory_mode,
+        "memory.mode": memory_mode, "data.on_duplicate": on_duplicate,
     }
+    flags = dict(RUN_FLAGS)
     if data and symbols is None:
         overrides["data.symbols"] = []  # every symbol in the user's data
+        flags["data.symbols"] = "--data"
     try:
+        if year is not None and (start is not None or end is not None):
+            raise ConfigError("--year and --start/--end contradict each other; give a year "
+                              "or a start and an end")
         if no_memory and memory_mode not in (None, "off"):
             raise ConfigError(f"--no-memory and --memory-mode {memory_mode} contradict each "
                               "other; choose one")
         if no_memory:
             overrides["memory.mode"] = "off"
+            flags["memory.mode"] = "--no-memory"
         from backtester.config import parse_assignment
 
-        overrides.update(parse_assignment(a) for a in assignments or ())
-        cfg = load(config, overrides)
+        for text in assignments or ():
+            key, value = parse_assignment(text)
+            overrides[key] = value
+            flags[key] = f"--set {key}"
+        cfg = load(config, overrides, flags)
         if fresh and resume:
             raise ConfigError("--fresh and --resume contradict each other; choose one")
         if fresh and not cfg.memory.learns:
@@ -146,7 +169,7 @@ def run(
     if json:
         typer.echo(orjson.dumps(run_json(result), option=orjson.OPT_INDENT_2).decode())
     elif quiet:
-        typer.echo(f"results: {result.out_dir}")
+        typer.echo(f"results: {where(result.out_dir)}")
     else:
         _render_run(result)
 
@@ -166,8 +189,8 @@ def run_json(result) -> dict[str, Any]:
     best = books.get("best_single")
     return {
         "run_id": summary["run_id"],
-        "results": str(result.out_dir),
-        "report": str(result.out_dir / "report.html"),
+        "results": where(result.out_dir),
+        "report": where(result.out_dir / "report.html"),
         "config_hash": summary["config_hash"],
         "period": summary["period"],
         "memory_mode": summary["memory_mode"],
@@ -207,7 +230,7 @@ def _render_run(result) -> None:
                   fmt(m["trades"], "int"),
                   fmt(m["win_rate"], "rate"), fmt(m["total_return"], "pct"),
                   fmt(m["sharpe"]), fmt(m["max_drawdown"], "pct"))
-    console.print(table)
+    print_table(table)
     summary = (
         f"final equity {m['final_equity']:,.2f}  CAGR {fmt(m['cagr'], 'pct')}  "
         f"Sortino {fmt(m['sortino'])}  Calmar {fmt(m['calmar'])}  "
@@ -218,8 +241,16 @@ def _render_run(result) -> None:
     console.print(risk_line(result), highlight=False, markup=False)
     _render_books(result)
     _render_llm(result)
-    console.print(f"results: {result.out_dir}", highlight=False, markup=False)
-    console.print(f"report:  {result.out_dir / 'report.html'}", highlight=False, markup=False)
+    lines = [("results", where(result.out_dir)),
+             ("report", where(result.out_dir / "report.html"))]
+    if result.memory_mode in MEMORY_USE:  # not with --memory-mode off
+        lines.append(("memory", f"{where(result.config.memory.dir)} "
+                                f"({MEMORY_USE[result.memory_mode]})"))
+    print_paths(lines)
+
+
+MEMORY_USE = {"learn": "read and updated", "frozen": "read only"}
+"""What a run did with the memory folder, for the "memory:" line."""
 
 
 def risk_line(result) -> str:
@@ -265,7 +296,7 @@ def _render_books(result) -> None:
             table.add_row(*row(c.chunk.label, c.books["figures"], c.books))
     table.add_section()
     table.add_row(*row("[bold]total", books["overall"], books))
-    console.print(table)
+    print_table(table)
     mode = {"frozen": "frozen memory (nothing learned during this run)",
             "off": "memory off (equal weights)"}.get(result.memory_mode)
     notes = [mode] if mode else []
@@ -295,7 +326,7 @@ def _render_plan(cfg) -> None:
         table.add_row(c["label"], fmt(c["candidates"], "int"),
                       *(f"{c['providers'][n]['calls']:,} ({c['providers'][n]['cached']:,})"
                         for n in callers))
-    console.print(table)
+    print_table(table)
     console.print(plan_line(plan, preflight, providers), highlight=False, markup=False)
     for name, figures in preflight.items():
         if figures.get("latency_s") is not None:
@@ -322,7 +353,7 @@ def _render_llm(result) -> None:
     for name, counts in usage["providers"].items():
         table.add_row(name, *(fmt(counts.get(k, 0), "int") for k in columns),
                       f"{counts.get('cost', 0.0):.4f}")
-    console.print(table)
+    print_table(table)
     per_trade = usage["cost_per_trade"]
     console.print(f"LLM cost {usage['cost']:.4f} in all, "
                   f"{'-' if per_trade is None else f'{per_trade:.5f}'} per trade",
@@ -422,7 +453,7 @@ def _render_regress(rows, drifted, show_all: bool, baseline, now) -> None:
     for r in shown:
         table.add_row(r.scope, r.metric, _number(r.baseline), _number(r.now), _number(r.delta),
                       "[green]ok[/]" if r.passed else "[red]drift[/]")
-    console.print(table)
+    print_table(table, keys=2)
 
 
 def _number(value: float | None) -> str:

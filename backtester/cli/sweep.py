@@ -26,6 +26,7 @@ from backtester.cli.common import (
     console,
     fail,
     fmt,
+    print_table,
 )
 from backtester.errors import BtError, ConfigError
 
@@ -164,7 +165,7 @@ def _render(outcome: Any, plan: Any) -> None:
                           fmt(_number(row.get("total_return")), "pct"),
                           fmt(_number(row.get("max_drawdown")), "pct"),
                           fmt(_number(row.get("books.learned_minus_equal")), "pct"))
-    console.print(table)
+    print_table(table)
     best = summary.get("best")
     if best is not None:
         pbo = summary.get("pbo")

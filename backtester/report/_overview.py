@@ -29,6 +29,14 @@ HEADLINE = (("total_return", "Total return"), ("cagr", "CAGR"), ("sharpe", "Shar
             ("sortino", "Sortino"), ("max_drawdown", "Max drawdown"), ("trades", "Trades"),
             ("win_rate", "Win rate"), ("profit_factor", "Profit factor"),
             ("final_equity", "Final equity"))
+DECISION_HASH_NOTE = (
+    "the config hash of the settings that shape decisions (not the period, the results "
+    "folder or the memory folder and mode), the end of the run id; <kbd>bt memory "
+    "inspect</kbd> shows the hash its memory folder was created under, which is this one "
+    "whenever this run read the memory (learn or frozen) and may differ after a run with "
+    "the memory off, with another <kbd>--memory-dir</kbd>, or once the folder was started "
+    "again under another config")
+"""Why the report's hash may differ from `bt memory inspect`'s (which shows the memory's)."""
 _MEMORY_MODES = {"learn": "learn (reads and updates the memory)",
                  "frozen": "frozen (reads the memory, writes nothing)",
                  "off": "off (no memory)"}
@@ -44,7 +52,8 @@ def summary_section(run: Run) -> str:
         ("Period", f"{text(time_text(period.get('start')))} to "
                    f"{text(time_text(period.get('end')))} (end exclusive, UTC)"),
         ("Symbols", text(", ".join(map(str, symbols)) or "-")),
-        ("Config hash", f'<code title="{text(config_hash)}">{text(config_hash[:16])}</code>'),
+        ("Decision hash", f'<code title="{text(config_hash)}">{text(config_hash[:8])}</code> '
+                          f"<small>{DECISION_HASH_NOTE}</small>"),
         ("Chunks", text(len(summary.get("chunks") or []))),
         ("Learning", {True: "on", False: "off"}.get(summary.get("learning"), "-")),
     ]
