@@ -257,11 +257,19 @@ class Config:
     regress: RegressConfig = field(default_factory=RegressConfig)
     strategies: tuple[Any, ...] = ()  # one config object per enabled strategy
     providers: tuple[Any, ...] = ()  # one config object per [providers.<name>] (ML, LLM)
+    # Where it came from (not part of the config: never written, hashed or compared): the
+    # config file's folder ("" for the built-in defaults), and the dotted keys set by the
+    # caller (flags, --set, API keywords) rather than a file. A prompt template is read
+    # only from the config's folder or the repo's configs/, unless its key is in here.
+    origin: str = field(default="", compare=False, repr=False)
+    given: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (strategies keyed by name), as written to config.toml."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
+            if f.name in ("origin", "given"):
+                continue
             if f.name == "strategies":
                 from backtester.plugins import source_keys
 
@@ -395,6 +403,11 @@ def build_section(cls: type, data: dict[str, Any], prefix: str) -> Any:
         if key not in names:
             raise _unknown("key", key, names, lambda k: f"{prefix}.{k}")
         kwargs[key] = _coerce(value, hints[key], f"{prefix}.{key}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in kwargs
+               and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{prefix}.{missing[0]} is required; add it to the [{prefix}] table")
     try:
         return cls(**kwargs)
     except ConfigError as e:
@@ -471,7 +484,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         _set_dotted(data, dotted, value)
     try:
         base = Path(path).resolve().parent if path is not None else Path.cwd()
-        return _build_config(data, STRATEGY_REGISTRY, base=base)
+        return dataclasses.replace(_build_config(data, STRATEGY_REGISTRY, base=base),
+                                   origin=str(base) if path is not None else "",
+                                   given=tuple(sorted(applied)))
     except ConfigError as e:
         flagged = {k: f for k, f in (flags or {}).items() if k in applied}
         message = _flag_message(str(e), flagged, flags or {})

@@ -73,7 +73,12 @@ def build_providers(config: Config) -> list[Provider]:
     mode the bull, bear and judge LLMs become one debate provider."""
     strategies = [STRATEGY_REGISTRY[c.name](c) for c in config.strategies]
     cache_dir = Path(config.memory.llm_cache_dir or Path(config.memory.dir) / "llm_cache")
-    built = [build_provider(c, cache_dir=cache_dir) for c in config.providers]
+    folder = Path(config.origin) if config.origin else None
+    built = [build_provider(c, cache_dir=cache_dir, template_folder=folder,
+                            explicit_template=bool({f"providers.{c.name}.prompt_template",
+                                                    "llm_defaults.prompt_template"}
+                                                   & set(config.given)))
+             for c in config.providers]
     if config.ensemble.llm_mode == "debate":
         from backtester.providers.debate import assemble
 

@@ -183,10 +183,10 @@ def test_template_outside_the_allowed_folders_is_refused_without_its_content(tmp
     for path in ("../outside/secret.txt", str(secret)):
         with pytest.raises(ConfigError) as caught:
             PromptTemplate.load(path)
-        assert "outside the working directory" in str(caught.value)
+        assert "outside the config's folder" in str(caught.value)
         assert "TOP-SECRET" not in str(caught.value)
     (work / "link.txt").symlink_to(secret)  # a link out of the folder is refused too
-    with pytest.raises(ConfigError, match="outside the working directory"):
+    with pytest.raises(ConfigError, match="outside the config's folder"):
         PromptTemplate.load("link.txt")
     # a path given explicitly is read; a malformed template never echoes its text
     with pytest.raises(ConfigError) as caught:
@@ -195,3 +195,51 @@ def test_template_outside_the_allowed_folders_is_refused_without_its_content(tmp
     (work / "ok.txt").write_text("[user]\n{symbol}\n")
     assert PromptTemplate.load("ok.txt").render({"symbol": "X"})[1]["content"] == "X"
     assert PromptTemplate.load("configs/prompts/default.txt").user
+
+
+def test_a_config_reads_templates_from_its_own_folder_and_the_repos_configs_only(tmp_path,
+                                                                                monkeypatch):
+    # Arrange: a config received from someone else, in its own folder, and a secret file
+    # in the working directory it is run from
+    from backtester.config import load_config
+    from backtester.errors import ConfigError
+    from backtester.runner import build_providers
+
+    received, work = tmp_path / "received", tmp_path / "work"
+    received.mkdir()
+    work.mkdir()
+    (received / "mine.txt").write_text("[user]\n{symbol} {features}\n")
+    (work / "secret.txt").write_text("API-KEY-123\n[user]\n{symbol}\n")
+    monkeypatch.chdir(work)
+
+    def config(template: str, **overrides):
+        path = received / "run.toml"
+        path.write_text(f"""
+[providers.x]
+kind = "llm"
+base_url = "http://127.0.0.1:9/v1"
+model = "m"
+cache_mode = "replay"
+prompt_template = "{template}"
+""")
+        return load_config(path, overrides)
+
+    # Act / Assert: a template beside the config, or the repo's own, is read
+    assert build_providers(config("mine.txt"))[-1].template.user.startswith("{symbol}")
+    assert build_providers(config("configs/prompts/default.txt"))[-1].template.user
+    # the working directory's file is not the config's to read, nor a path out of its folder
+    for template in ("secret.txt", str(work / "secret.txt"), "../work/secret.txt"):
+        with pytest.raises(ConfigError) as caught:
+            build_providers(config(template))
+        assert "outside the config's folder" in str(caught.value)
+        assert "API-KEY" not in str(caught.value)
+    # ... unless the user names it on the command line (--set) or through the API; and a
+    # table missing a required key is one line
+    path = received / "run.toml"
+    path.write_text('[providers.x]\nkind = "llm"\nmodel = "m"\n')
+    with pytest.raises(ConfigError, match=r"providers.x.base_url is required") as caught:
+        load_config(path)
+    assert "\n" not in str(caught.value)
+    (work / "chosen.txt").write_text("[user]\n{symbol}\n")
+    given = config("mine.txt", **{"providers.x.prompt_template": str(work / "chosen.txt")})
+    assert build_providers(given)[-1].template.user == "{symbol}"

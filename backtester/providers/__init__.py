@@ -72,10 +72,13 @@ def provider_kind(config: Any) -> str:
                 if isinstance(config, module.CONFIG_CLASS))
 
 
-def build_provider(config: Any, *, cache_dir: Path) -> Provider:
+def build_provider(config: Any, *, cache_dir: Path, template_folder: Path | None = None,
+                   explicit_template: bool = False) -> Provider:
     """The provider a [providers.<name>] config describes; a provider whose class takes a
-    ``cache_dir`` (LLMs, for their response cache) gets one. A provider named by class in
-    the config is built from that class, its vote checked (backtester/plugins.py)."""
+    ``cache_dir`` (LLMs, for their response cache) gets one, and one that takes a
+    ``template_folder`` (LLMs) the config file's folder and whether its template path was
+    given explicitly. A provider named by class in the config is built from that class,
+    its vote checked (backtester/plugins.py)."""
     from backtester.plugins import provider_plugin
 
     plugin = provider_plugin(config)
@@ -83,9 +86,11 @@ def build_provider(config: Any, *, cache_dir: Path) -> Provider:
         cls = plugin.cls
     else:
         cls = provider_kinds()[provider_kind(config)].PROVIDER_CLASS
-    if "cache_dir" in inspect.signature(cls).parameters:
-        return cls(config, cache_dir=cache_dir)
-    return cls(config)
+    parameters = inspect.signature(cls).parameters
+    options: dict[str, Any] = {"cache_dir": cache_dir} if "cache_dir" in parameters else {}
+    if "template_folder" in parameters:
+        options.update(template_folder=template_folder, explicit_template=explicit_template)
+    return cls(config, **options)
 
 
 __all__ = ["Candidates", "MarketContext", "Provider", "Votes", "build_provider",

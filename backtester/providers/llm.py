@@ -118,12 +118,14 @@ class LLMProvider:
 
     uses_similar = True  # prompts show the k most similar past situations
 
-    def __init__(self, config: LLMProviderConfig, cache_dir: Path) -> None:
+    def __init__(self, config: LLMProviderConfig, cache_dir: Path, *,
+                 template_folder: Path | None = None, explicit_template: bool = False) -> None:
         self.config = config
         self.name = config.name
         judge = config.role == "judge"
         self.template = PromptTemplate.load(
-            config.prompt_template, fields=TEMPLATE_FIELDS + (DEBATE_FIELDS if judge else ()))
+            config.prompt_template, fields=TEMPLATE_FIELDS + (DEBATE_FIELDS if judge else ()),
+            folder=template_folder, explicit=explicit_template)
         missing = [f"{{{f}}}" for f in DEBATE_FIELDS if f not in self.template.used_fields()]
         if judge and missing:
             raise ConfigError(f"providers.{config.name}.prompt_template: a judge's template "

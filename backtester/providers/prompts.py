@@ -30,13 +30,11 @@ DEFAULT_SYSTEM = ('You are a trading analyst. Answer with one JSON object only: 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _allowed(found: Path) -> bool:
-    """Whether a template file lies (symbolic links resolved) inside the working directory
-    or the repository's configs/, and was named without a '..' part or an absolute path
-    outside them."""
+def _allowed(found: Path, roots: tuple[Path, ...]) -> bool:
+    """Whether a template file lies (symbolic links resolved) inside one of ``roots`` and
+    was named without a '..' part."""
     real = found.resolve()
-    return any(real.is_relative_to(root.resolve())
-               for root in (Path.cwd(), _REPO_ROOT / "configs")) and ".." not in found.parts
+    return any(real.is_relative_to(root.resolve()) for root in roots) and ".." not in found.parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,25 +53,29 @@ class PromptTemplate:
 
     @classmethod
     def load(cls, path: str | Path, *, fields: tuple[str, ...] = TEMPLATE_FIELDS,
-             explicit: bool = False) -> PromptTemplate:
-        """Read and check a template file (relative: working directory, then repo root).
+             explicit: bool = False, folder: Path | None = None) -> PromptTemplate:
+        """Read and check a template file.
 
-        A template is read only from inside the working directory or the repository's
-        configs/ (symbolic links resolved): a path with a '..' part or an absolute one is
-        refused unless ``explicit`` (a path the user gave on the command line, or a
-        program's own). Errors name the path, never the file's content.
+        A relative path is looked up in the working directory, then ``folder`` (the config
+        file's), then the repository root. The file must lie inside ``folder`` (default:
+        the working directory) or the repository's configs/, symbolic links resolved and
+        no '..' part, unless ``explicit`` (a path the user gave on the command line or a
+        program passed itself): a config file from someone else cannot make bt read, and
+        send to a model, a file from elsewhere. Errors name the path, never the content.
         """
         path = Path(path)
-        found = next((p for p in ([path] if path.is_absolute() else [path, _REPO_ROOT / path])
-                      if p.is_file()), None)
+        home = Path.cwd() if folder is None else Path(folder)
+        places = [path] if path.is_absolute() else [path, home / path, _REPO_ROOT / path]
+        found = next((p for p in places if p.is_file()), None)
         if found is None:
             raise ConfigError(f"prompt_template: file not found, was '{path}'; point it at a "
                               "template such as configs/prompts/default.txt")
-        if not explicit and not _allowed(found):
-            raise ConfigError(f"prompt_template: '{path}' is outside the working directory "
-                              "and the repository's configs/ (a '..' or absolute path in a "
-                              "config file is refused); copy the template into configs/prompts/ "
-                              "or next to your config and name it by a relative path")
+        roots = (home, _REPO_ROOT / "configs")
+        if not explicit and not _allowed(found, roots):
+            raise ConfigError(f"prompt_template: '{path}' is outside the config's folder "
+                              f"({home}) and the repository's configs/ (a config file cannot "
+                              "point elsewhere); copy the template next to your config, or "
+                              "pass it yourself with --set providers.<name>.prompt_template=PATH")
         try:
             text = found.read_text(encoding="utf-8")
         except UnicodeDecodeError:
