@@ -40,7 +40,8 @@ DEFAULT_CONFIG_PATH = Path("configs/default.toml")
 DEFAULT_UNHASHED = ("risk", "sizing", "costs", "features", "monitor.adapt_threshold",
                     "monitor.threshold_step", "monitor.threshold_max",
                     "monitor.adapt_volatility_target", "monitor.volatility_target_step",
-                    "monitor.volatility_target_min", "data.on_duplicate")
+                    "monitor.volatility_target_min", "data.on_duplicate",
+                    "data.max_rows")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -81,11 +82,14 @@ class DataConfig:
     seed: int = 7  # embedded generator seed
     cache_dir: str = "data/cache"  # this default: the user cache dir (data/cache.py)
     on_duplicate: str = "error"  # rows of one symbol at one time: error | first | last | mean
+    max_rows: int = 50_000_000  # a data file of more rows is refused before it is parsed
 
     def __post_init__(self) -> None:
         _check(len(self.symbols) > 0 or bool(self.path), "data.symbols", self.symbols, "non-empty")
         _check(self.on_duplicate in ("error", "first", "last", "mean"), "data.on_duplicate",
                self.on_duplicate, "one of error, first, last, mean")
+        _check(1 <= self.max_rows <= 10**12, "data.max_rows", self.max_rows,
+               "an integer in [1, 10**12]")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

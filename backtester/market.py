@@ -73,7 +73,7 @@ def load_market(config: Config) -> tuple[Bars, int]:
     step = parse_timeframe(data.timeframe)
     if data.path:
         bars = load_bars(data.path, symbols=list(data.symbols) or None, tz=data.tz,
-                         on_duplicate=data.on_duplicate)
+                         on_duplicate=data.on_duplicate, max_rows=data.max_rows)
         source = data.path
     else:
         from backtester.data.embedded import check_embedded_period, check_embedded_symbols

@@ -31,6 +31,7 @@ from backtester.data.validate import (
     to_float,
 )
 from backtester.data.duplicates import check_on_duplicate, describe, resolve_duplicates
+from backtester.data.sniff import MAX_ROWS, check_size
 from backtester.data.sniff import read_csv
 from backtester.data.times import parse_times
 from backtester.data.vendors import prepare_frame
@@ -85,14 +86,24 @@ def _data_files(path: Path) -> list[Path]:
         if _kind(path) is None:
             raise DataError(f"{path}: not a .csv or .parquet file; convert it or rename it")
         return [path]
-    files = sorted(p for p in path.iterdir() if p.is_file() and _kind(p) is not None)
+    if not path.is_dir():
+        raise DataError(f"{path}: not a file or a folder (a device, pipe or socket); pass a "
+                        "CSV/Parquet file or a folder of them")
+    try:
+        files = sorted(p for p in path.iterdir() if p.is_file() and _kind(p) is not None)
+    except OSError as e:
+        raise DataError(f"{path}: cannot list the folder ({e.strerror}); check its "
+                        "permissions") from None
     if not files:
         raise DataError(f"{path}: the folder has no .csv or .parquet files; add bar files")
     return files
 
 
-def _read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
-    """The file's table and the info lines about how it was read (see sniff.read_csv)."""
+def _read_table(path: Path, max_rows: int = MAX_ROWS) -> tuple[pd.DataFrame, list[str]]:
+    """The file's table and the info lines about how it was read (see sniff.read_csv);
+    a file of more than ``max_rows`` rows, or not text where text is expected, is refused
+    before it is parsed."""
+    check_size(path, max_rows)
     try:
         if _kind(path) == "parquet":
             frame = pd.read_parquet(path)
@@ -123,11 +134,11 @@ def _check_tz(tz: str | None) -> str:
     return tz
 
 
-def _read_file(path: Path, tz: str, on_duplicate: str
+def _read_file(path: Path, tz: str, on_duplicate: str, max_rows: int = MAX_ROWS
                ) -> tuple[list[tuple[str, _Series]], list[str]]:
     """Read, validate and split one file into per-symbol series, oldest bar first; and
     the info lines about it."""
-    frame, notes = _read_table(path)
+    frame, notes = _read_table(path, max_rows)
     series, more = _frame_series(frame, str(path), tz, _stem(path), on_duplicate)
     return series, [f"{path}: {n}" for n in notes] + more
 
@@ -257,6 +268,7 @@ def load_bars(
     symbols: Sequence[str] | None = None,
     tz: str | None = None,
     on_duplicate: str = "error",
+    max_rows: int = MAX_ROWS,
 ) -> Bars:
     """Load bars from a CSV or Parquet file, or a folder of them.
 
@@ -273,6 +285,9 @@ def load_bars(
     on_duplicate : {"error", "first", "last", "mean"}
         Rows of one symbol at one time: refused, or one kept (the first or last in the
         file), or averaged field by field; resolving says how many, in one warning.
+    max_rows : int
+        A file of more rows is refused before it is parsed (``data.max_rows`` raises it);
+        so is a file whose first block is not text (a sparse or binary file).
 
     CSV files are read as written (``backtester.data.sniff``): UTF-8 with or without BOM
     or Latin-1; ``,`` ``;`` tab or ``|`` delimiters, decimal commas; lines above the
@@ -291,7 +306,7 @@ def load_bars(
     series: dict[str, _Series] = {}
     notes: list[str] = []
     for file in _data_files(path):
-        found, more = _read_file(file, zone, policy)
+        found, more = _read_file(file, zone, policy, max_rows)
         notes += more
         for symbol, data in found:
             if symbol in series:

@@ -24,6 +24,8 @@ from backtester.data.validate import COLUMN_ALIASES, normalize_header
 from backtester.errors import DataError
 
 SNIFF_BYTES = 65_536
+MAX_ROWS = 50_000_000  # rows per file unless data.max_rows says more (95 years of minutes)
+MIN_ROW_BYTES = 12  # the shortest plausible bar row ("1,1,1,1,1,1\n")
 SNIFF_LINES = 30
 DELIMITERS = (",", ";", "\t", "|")
 _DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
@@ -81,6 +83,59 @@ def _head(path: Path) -> bytes:
             return f.read(SNIFF_BYTES)
     except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError):
         return b""
+
+
+def check_size(path: Path, max_rows: int = MAX_ROWS) -> None:
+    """Refuse, before parsing, a file that cannot be bars: a text file whose first block
+    holds NUL bytes (a sparse or binary file), one mostly made of holes, or one of more
+    than ``max_rows`` rows (counted from Parquet metadata, or bounded by its size for
+    text: a CSV row takes at least 12 bytes, so larger files are counted line by line)."""
+    try:
+        status = path.stat()
+    except OSError:
+        return  # the reader says what is wrong
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except Exception:  # noqa: BLE001 - an unreadable file is the reader's to word
+            return
+        if rows > max_rows:
+            raise _too_many(path, rows, max_rows)
+        return
+    compressed = path.suffix.lower() in (".gz", ".bz2", ".xz", ".zip", ".zst")
+    if not compressed:
+        if b"\x00" in _head(path):
+            raise DataError(f"{path}: the file holds NUL bytes where text was expected (a "
+                            "sparse, binary or damaged file); pass a CSV text or Parquet file")
+        allocated = getattr(status, "st_blocks", None)
+        if allocated is not None and status.st_size > 64 * 2**20 \
+                and allocated * 512 < status.st_size // 8:
+            raise DataError(f"{path}: {status.st_size:,} bytes but mostly holes (a sparse "
+                            "file); pass the real data file")
+        if status.st_size > max_rows * MIN_ROW_BYTES:
+            rows = _count_lines(path, max_rows + 1) - 1  # less the header line
+            if rows > max_rows:
+                raise _too_many(path, rows, max_rows, at_least=True)
+
+
+def _count_lines(path: Path, limit: int) -> int:
+    """Lines in the file, counting stops a line past ``limit``."""
+    count = 0
+    with open(path, "rb") as f:
+        while block := f.read(2**22):
+            count += block.count(b"\n")
+            if count > limit:
+                return count
+    return count
+
+
+def _too_many(path: Path, rows: int, limit: int, at_least: bool = False) -> DataError:
+    count = f"more than {limit:,}" if at_least else f"{rows:,}"
+    return DataError(f"{path}: {count} rows, over the limit of {limit:,} rows per file; "
+                     "raise data.max_rows (--set data.max_rows=N) if the file is meant to be "
+                     "that large, or split it")
 
 
 def _decode(head: bytes) -> tuple[str, str]:
