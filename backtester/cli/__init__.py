@@ -11,13 +11,15 @@ NO_COLOR (set and not empty) turns every colour and style off, typer's help incl
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from backtester.cli import data, memory
-from backtester.cli.common import show_warning
+from backtester.cli.common import error_console, show_warning
 from backtester.cli.montecarlo import montecarlo
 from backtester.cli.optimize import optimize
 from backtester.cli.run import regress, report, run
@@ -73,5 +75,15 @@ app.add_typer(memory.app, name="memory")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: an OSError no command words itself (a disk that filled
+    up mid-write, a file that vanished) is still one line, never a traceback."""
+    try:
+        app()
+    except OSError as e:
+        if os.environ.get("BT_DEBUG"):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        error_console.print(f"[bold red]error:[/] {escape(where)}{escape(e.strerror or str(e))}"
+                            "; nothing committed was lost: fix that, then run the same command "
+                            "again (bt run: with --resume)", highlight=False, soft_wrap=True)
+        sys.exit(1)
