@@ -11,6 +11,8 @@ one line naming the folder, what the memory kept and the way back.
 
 from __future__ import annotations
 
+import errno
+
 import os
 import shutil
 from dataclasses import replace
@@ -45,8 +47,10 @@ def folder_error(folder: Path, error: OSError, loop: Any, run: Any) -> RunFolder
     else:
         kept = "nothing was written to the memory"
         then = "run the same command again"
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    fix = "once there is space" if full else f"once {folder.parent} is a writable folder"
     return RunFolderError(f"{folder}: cannot write the run's results ({reason}); {kept}; "
-                          f"once there is space, {then}")
+                          f"{fix}, {then}")
 
 
 def finished_line(run: Any, run_dir: Path) -> str:

@@ -101,13 +101,18 @@ def test_corrupt_files_give_one_line_and_doctor_repairs_without_deleting(workdir
     assert _run("--start", "2025-01-01", "--end", "2025-03-01").exit_code == 0
     folder = workdir / "data" / "memory"
     before = {p.name for p in folder.rglob("*") if p.is_file()}
-    states = folder / "vectors" / "states.faiss"
-    states.write_bytes(states.read_bytes()[:100])  # truncated
-    outcome = next(folder.glob("outcome_*.json"))
+    outcome = next(folder.glob("outcome_*.json"))  # one the memory vote searches
     outcome.write_text("{ not json")
     broken = _run("--start", "2025-03-01", "--end", "2025-04-01")
     assert broken.exit_code == 1
-    assert "states.faiss" in broken.output and "bt memory doctor" in broken.output
+    assert outcome.name in broken.output and "bt memory doctor" in broken.output
+    assert len(broken.output.strip().splitlines()) == 1, broken.output
+    states = folder / "vectors" / "states.faiss"
+    states.write_bytes(states.read_bytes()[:100])  # truncated
+    broken = _run("--start", "2025-03-01", "--end", "2025-04-01")
+    # the first bad file found is named (the vector files are verified before the
+    # outcomes they search)
+    assert broken.exit_code == 1 and "states.faiss" in broken.output, broken.output
     assert len(broken.output.strip().splitlines()) == 1, broken.output
     repaired = runner.invoke(app, ["memory", "doctor", "--config", "bt.toml"])
     assert repaired.exit_code == 0, repaired.output
@@ -150,3 +155,94 @@ def test_reset_asks_and_keeps_a_backup(workdir):
     assert (backup / "manifest.json").exists() and list(backup.glob("outcome_*.json"))
     assert orjson.loads(runner.invoke(app, ["memory", "inspect", "--json", "--config",
                                             "bt.toml"]).output)["empty"]
+
+
+# -- a damaged folder, end to end ----------------------------------------------------------
+
+
+def _one_line_error(output: str) -> str:
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_a_garbage_vector_index_is_refused_naming_the_doctor_which_repairs_it(workdir):
+    folder = workdir / "mem"
+    first = _run("--start", "2025-01-01", "--end", "2025-02-01", "--memory-dir", str(folder))
+    assert first.exit_code == 0, first.output
+    (folder / "vectors" / "index.json").write_bytes(b"\x00garbage, not an index {")
+    later = ("--start", "2025-02-01", "--end", "2025-03-01", "--memory-dir", str(folder))
+    refused = _run(*later)
+    assert refused.exit_code == 1
+    line = _one_line_error(refused.output)
+    assert "index.json" in line and f"bt memory doctor --memory-dir {folder}" in line
+    repaired = runner.invoke(app, ["memory", "doctor", "--memory-dir", str(folder),
+                                   "--config", "bt.toml"])
+    assert repaired.exit_code == 0, repaired.output
+    assert "rebuilt vectors" in repaired.output and "not repaired" not in repaired.output
+    assert "index.json: its bytes differ" in " ".join(repaired.output.split())
+    assert orjson.loads((folder / "vectors" / "index.json").read_bytes())["rows"]
+    again = _run(*later)
+    assert again.exit_code == 0, again.output
+
+
+def test_doctor_exits_1_when_it_cannot_repair_and_0_when_it_repaired(workdir):
+    folder = workdir / "data" / "memory"
+    assert _run("--start", "2025-01-01", "--end", "2025-02-01").exit_code == 0
+    stats = folder / "regime_performance.json"
+    stats.write_bytes(stats.read_bytes()[:40])  # truncated: rebuilt from the snapshot
+    repaired = runner.invoke(app, ["memory", "doctor", "--config", "bt.toml"])
+    assert repaired.exit_code == 0, repaired.output
+    assert "rebuilt regime_performance.json" in repaired.output
+    ok = runner.invoke(app, ["memory", "doctor", "--config", "bt.toml"])
+    assert ok.exit_code == 0 and "ok" in ok.output, ok.output
+    next(folder.glob("snapshot_*.json")).unlink()  # a committed chunk's snapshot: lost
+    broken = runner.invoke(app, ["memory", "doctor", "--config", "bt.toml"])
+    assert broken.exit_code == 1, broken.output
+    assert "not repaired" in broken.output and "is missing" in broken.output
+    as_json = runner.invoke(app, ["memory", "doctor", "--json", "--config", "bt.toml"])
+    assert as_json.exit_code == 1 and orjson.loads(as_json.output)["unrepaired"]
+
+
+def test_search_reads_well_at_80_columns(workdir, monkeypatch):
+    from backtester.cli.common import console
+
+    assert _run("--start", "2025-01-01", "--end", "2025-02-01").exit_code == 0
+    monkeypatch.setattr(console, "_width", 80)
+    result = runner.invoke(app, ["memory", "search", "stopped out in a volatile market",
+                                 "-k", "3", "--config", "bt.toml"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.output
+    assert "…" not in result.output
+    # each result's description, indented by 3 under its two header lines
+    described = [line for line in lines if line.startswith("   ") and
+                 not line.lstrip().startswith("entry ")]
+    assert described, result.output
+    long = [line for line in described[:-1] if len(line.strip()) > 30]
+    assert len(long) >= 0.7 * len(described[:-1]), result.output  # not one word a line
+
+
+def test_unlock_shows_the_holder_and_force_removes_a_lock_of_another_host(workdir):
+    folder = workdir / "mem"
+    folder.mkdir()
+    args = ["memory", "unlock", "--memory-dir", str(folder)]
+    free = runner.invoke(app, args)
+    assert free.exit_code == 0 and "not locked" in free.output, free.output
+    import socket
+
+    holder = {"pid": 4242, "host": f"other-{socket.gethostname()}",
+              "started": "2025-01-01T00:00:00+00:00", "command": "bt run"}
+    (folder / ".lock").write_bytes(orjson.dumps(holder))
+    shown = runner.invoke(app, args)
+    assert shown.exit_code == 1 and (folder / ".lock").exists()
+    text = " ".join(shown.output.split())
+    assert f"pid 4242 on host other-{socket.gethostname()}" in text
+    assert f"bt memory unlock --force --memory-dir {folder}" in text
+    refused = _run("--start", "2025-01-01", "--end", "2025-02-01", "--memory-dir", str(folder))
+    assert refused.exit_code == 1 and "pid 4242" in refused.output
+    forced = runner.invoke(app, [*args, "--force"])
+    assert forced.exit_code == 0 and "lock removed" in forced.output, forced.output
+    assert not (folder / ".lock").exists()
+    ran = _run("--start", "2025-01-01", "--end", "2025-02-01", "--memory-dir", str(folder))
+    assert ran.exit_code == 0, ran.output

@@ -89,11 +89,13 @@ class Memory:
             size_multiplier, ensemble_hit_rate, hit_rate_without_memory,
             memory_vote_hit_rate, and the weights used (a dict).
         """
+        from backtester.memory.integrity import check_inside
         from backtester.memory.io import read_json
 
         rows = []
         for chunk in self._store.committed_chunks():
-            snap = read_json(self.folder / chunk["snapshot"])
+            snap = read_json(check_inside(self.folder, self.folder / chunk["snapshot"]),
+                             folder=self.folder)
             learning = snap.get("learning", {})
             rows.append({
                 "chunk": chunk["label"], "generation": chunk["generation"],
@@ -138,8 +140,12 @@ class Memory:
         embedder = index_embedder(self.folder)
         if embedder is None:
             raise MemoryStoreError(f"{self.folder}: no vector index yet; run `bt run` first")
+        from backtester.memory.integrity import FILES_KEY
+
+        # the manifest's digests: the notebook verifies the files as a run does
         vectors = VectorMemory.load(self.folder, committed_generation=self.generation,
-                                    max_size=10**9, embedder=embedder)
+                                    max_size=10**9, embedder=embedder,
+                                    files=self._store.manifest.get(FILES_KEY))
         hits = vectors.search_text(text, k)
         frame = pd.DataFrame(hits)
         if frame.empty:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 
 from backtester.cli.common import ConfigOpt, console, fail, fmt, load
@@ -36,13 +37,23 @@ def memory_report(folder: Path) -> dict[str, Any]:
     from backtester.memory.io import read_json
     from backtester.memory.store import MemoryStore
 
+    from backtester.memory.integrity import check_inside, doctor_hint
+
+    if not folder.exists():
+        return {"folder": str(folder), "empty": True, "exists": False}
     if not (folder / "manifest.json").exists():
-        return {"folder": str(folder), "empty": True}
+        MemoryStore.open(folder, config_hash=None, create=True)  # refuses a lost manifest
+        return {"folder": str(folder), "empty": True, "exists": True}
     store = MemoryStore.open(folder, config_hash=None, create=False)
+    store.check_outcomes()
     summary = store.summary()
-    snapshots = []
+    snapshots, missing = [], []
     for chunk in store.committed_chunks():
-        snap = read_json(folder / chunk["snapshot"])
+        try:
+            snap = read_json(check_inside(folder, folder / chunk["snapshot"]), folder=folder)
+        except FileNotFoundError:
+            missing.append(chunk["snapshot"])
+            snap = {}
         learning = snap.get("learning", {})
         snapshots.append({
             "chunk": chunk["label"], "generation": chunk["generation"],
@@ -59,7 +70,9 @@ def memory_report(folder: Path) -> dict[str, Any]:
     vectors = None
     index = folder / "vectors" / "index.json"
     if index.exists():
-        header = read_json(index)
+        header = read_json(index, folder=folder)
+        if not isinstance(header, dict):
+            header = {}
         vectors = {"rows": len(header.get("rows", [])), "generation": header.get("generation"),
                    "state_dim": header.get("state_dim"),
                    "text_embedder": header.get("text_embedder"),
@@ -77,6 +90,8 @@ def memory_report(folder: Path) -> dict[str, Any]:
         "snapshots": snapshots,
         "vectors": vectors,
         "parameters": {k: v for k, v in store.parameters().items() if k != "recent_wins"},
+        "problems": [f"{name}: missing (a committed chunk's snapshot); "
+                     f"{doctor_hint(folder, 'to check the folder')}" for name in missing],
     }
 
 
@@ -93,12 +108,18 @@ def inspect(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
         _print_json(data)
         return
     if data["empty"]:
-        console.print(f"{folder}: empty memory (nothing committed yet)", highlight=False, markup=False)
+        line = (f"{folder}: empty memory (nothing committed yet)" if data["exists"] else
+                f"no memory folder at {folder} (check the path; `bt run` creates it)")
+        console.print(line, highlight=False, markup=False)
         return
+    for line in data["problems"]:
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
     files = ", ".join(f"{n} {k}" for k, n in sorted(data["files"].items()))
     console.print(f"[bold]{escape(str(folder))}[/]  {data['size_bytes'] / 1e6:.1f} MB  ({files})  "
-                  f"config {data['config_hash'][:8]}  chunks {data['chunks_committed']}",
-                  highlight=False)
+                  f"chunks {data['chunks_committed']}", highlight=False)
+    console.print(f"decision hash {data['config_hash'][:8]}: the folder was created under it; "
+                  "only a run with the same decision hash (in its run id and report) can read "
+                  "it", highlight=False, markup=False)
     if data["active_run"]:
         run = data["active_run"]
         console.print(f"unfinished run {run['run_id']}: {run['chunks_done']} of "
@@ -218,61 +239,114 @@ def search(
 
     try:
         folder = _folder(config, memory_dir)
-        from backtester.memory.embedders import index_embedder
+        from backtester.memory.embedders import HashingEmbedder, index_embedder
 
+        if not folder.exists():
+            raise MemoryStoreError(f"{folder}: no memory folder here; check the path, or run "
+                                   "`bt run` to build one")
         embedder = index_embedder(folder)
-        if embedder is None:
+        if embedder is None and not (folder / "vectors" / "index.json").exists():
             raise MemoryStoreError(f"{folder}: no vector index yet; run `bt run` first")
         store = MemoryStore.open(folder, config_hash=None, create=False)
         vectors = VectorMemory.load(folder, committed_generation=store.generation,
-                                    max_size=10**9, embedder=embedder)
+                                    max_size=10**9, embedder=embedder or HashingEmbedder(),
+                                    files=store.manifest.get("files"))
         hits = vectors.search_text(text, k)
     except BtError as e:
         fail(e)
     if json:
         _print_json(hits)
         return
-    table = Table(title=f"nearest to {text!r}", title_justify="left")
-    for name in ("similarity", "symbol", "side", "entry", "regime", "exit", "return",
-                 "description"):
-        table.add_column(name, justify="right" if name in ("similarity", "return") else "left")
-    for hit in hits:
-        table.add_row(f"{hit['similarity']:.3f}", hit["symbol"],
-                      "long" if hit["direction"] > 0 else "short", str(hit["entry_time"]),
-                      hit["regime"], hit["exit_reason"], fmt(hit["return_pct"], "pct"),
-                      hit["description"])
-    console.print(table)
+    console.print(f"nearest to {text!r}: {len(hits)} situation(s)", highlight=False,
+                  markup=False)
+    for rank, hit in enumerate(hits, 1):  # one block per result: readable at 80 columns
+        side = "long" if hit["direction"] > 0 else "short"
+        console.print(f"\n{rank}. similarity {hit['similarity']:.3f}  {hit['symbol']} {side}  "
+                      f"return {fmt(hit['return_pct'], 'pct')}", highlight=False, markup=False)
+        console.print(f"   entry {hit['entry_time']}  regime {hit['regime']}  exit "
+                      f"{hit['exit_reason']}", highlight=False, markup=False)
+        console.print(Padding(str(hit["description"]), (0, 0, 0, 3)), highlight=False,
+                      markup=False)
 
 
 @app.command()
 def doctor(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
+           embedder: Annotated[str | None, typer.Option(
+               "--embedder", help="Re-embed the text index with this embedder (auto, "
+               "sentence, hashing); default: the one that built it.")] = None,
            json: JsonOpt = False) -> None:
-    """Verify every file; quarantine unreadable ones; rebuild stats and vectors."""
+    """Verify every file; quarantine unreadable ones; rebuild stats and vectors.
+
+    Exits 1 when it found problems it could not repair."""
     from backtester.memory.doctor import doctor as run_doctor
     from backtester.memory.embedders import default_embedder, index_embedder
-    from backtester.memory.vectors import rebuild
+    from backtester.memory.vectors import rebuilt_files
 
     try:
         cfg = load(config, {"memory.dir": memory_dir})
         folder = Path(cfg.memory.dir)
-        embedder = index_embedder(folder) or default_embedder(cfg.memory.embedder)
-        report = run_doctor(folder, rebuild_vectors=lambda f, o, g: rebuild(f, o, g, embedder))
+        text = (default_embedder(embedder) if embedder else
+                index_embedder(folder) or default_embedder(cfg.memory.embedder))
+        report = run_doctor(folder,
+                            rebuild_vectors=lambda f, o, g: rebuilt_files(f, o, g, text))
     except BtError as e:
         fail(e)
     if json:
         _print_json(report)
-        return
-    console.print(f"checked {report['checked']:,} files in {folder}", highlight=False, markup=False)
-    for name in report["quarantined"]:
-        console.print(f"  [yellow]quarantined[/] {escape(name)} -> "
-                      f"{escape(str(folder / 'quarantine'))}",
-                      highlight=False)
-    for name in report["rebuilt"]:
-        console.print(f"  rebuilt {name}", highlight=False, markup=False)
-    for line in report["problems"]:
-        console.print(f"  [yellow]problem[/] {escape(line)}", highlight=False)
-    if not (report["quarantined"] or report["problems"]):
-        console.print("[green]ok[/]: every file is readable and consistent")
+    else:
+        console.print(f"checked {report['checked']:,} files in {folder}", highlight=False,
+                      markup=False)
+        for name in report["quarantined"]:
+            console.print(f"  [yellow]quarantined[/] {escape(name)} -> "
+                          f"{escape(str(folder / 'quarantine'))}", highlight=False)
+        for name in report["rebuilt"]:
+            console.print(f"  rebuilt {name}", highlight=False, markup=False)
+        for line in report["problems"]:
+            kind = "not repaired" if line in report["unrepaired"] else "problem"
+            console.print(f"  [yellow]{kind}[/] {escape(line)}", highlight=False)
+        if not (report["quarantined"] or report["problems"]):
+            console.print("[green]ok[/]: every file is readable and consistent")
+    if report["unrepaired"]:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def unlock(
+    memory_dir: MemoryDirOpt = None,
+    config: ConfigOpt = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Remove the lock even when bt cannot tell its holder is gone (a "
+        "lock of another host).")] = False,
+) -> None:
+    """Show who holds the memory folder's lock; --force removes it."""
+    from backtester.memory.io import LOCK_NAME, break_lock, pid_alive, read_lock
+
+    try:
+        folder = _folder(config, memory_dir)
+        if not (folder / LOCK_NAME).exists():
+            console.print(f"{folder}: not locked", highlight=False, markup=False)
+            return
+        holder = read_lock(folder)
+    except BtError as e:
+        fail(e)
+    import socket
+
+    if holder is None:
+        who = "an unreadable lock file"
+        alive = False
+    else:
+        who = (f"pid {holder['pid']} on host {holder['host']} since {holder['started']} "
+               f"({holder['command']})")
+        here = holder["host"] == socket.gethostname()
+        alive = not here or pid_alive(holder["pid"])
+    console.print(f"{folder}: locked by {who}", highlight=False, markup=False)
+    if alive and not force:
+        fail(MemoryStoreError(
+            f"{folder}: the lock's holder may still run (bt cannot check another host); make "
+            f"sure it has stopped, then run `bt memory unlock --force --memory-dir {folder}`"))
+    if not break_lock(folder, holder):
+        fail(MemoryStoreError(f"{folder}: the lock changed hands meanwhile; left it"))
+    console.print(f"{folder}: lock removed", highlight=False, markup=False)
 
 
 @app.command()

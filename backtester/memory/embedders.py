@@ -226,10 +226,11 @@ def default_embedder(kind: str = "auto") -> Embedder:
 def index_embedder(folder: Path) -> Any:
     """The embedder that built a memory folder's text index (so a search never mixes
     embedders), or None when the folder has no index yet."""
+    from backtester.errors import MemoryStoreError
     from backtester.memory.io import read_json
 
     try:
         name = read_json(Path(folder) / "vectors" / "index.json")["text_embedder"]["name"]
-    except FileNotFoundError:
-        return None
+    except (FileNotFoundError, MemoryStoreError, KeyError, TypeError):
+        return None  # no index, or one the doctor rebuilds: no embedder to keep
     return HashingEmbedder() if name == HashingEmbedder().name else default_embedder("sentence")

@@ -15,7 +15,7 @@ import shlex
 import socket
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,6 +62,17 @@ def atomic_write_many(items: Iterable[tuple[Path, bytes]]) -> None:
 
 
 def _write_replace(path: Path, data: bytes) -> None:
+    temporary = _write_temporary(path, data)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _write_temporary(path: Path, data: bytes) -> Path:
+    """``data`` written and fsynced to a new temporary file beside ``path``; removed again
+    when the write fails (a full disk)."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -72,10 +83,48 @@ def _write_replace(path: Path, data: bytes) -> None:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
-        os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    return temporary
+
+
+def replace_all(items: Iterable[tuple[Path, bytes]],
+                before_swap: Callable[[], None] | None = None) -> None:
+    """Write every file to a temporary name first; only when all are written (and
+    fsynced) run ``before_swap`` and move them into place, in order (put the commit
+    point last). A failed write (a full disk, a kill) leaves every target as it was."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in items:
+            staged.append((_write_temporary(Path(path), data), Path(path)))
+    except BaseException:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+        raise
+    if before_swap is not None:
+        before_swap()
+    for temporary, path in staged:
+        os.replace(temporary, path)
+    for folder in {path.parent for _, path in staged}:
+        fsync_directory(folder)
+
+
+def remove_temporaries(folder: Path | str, subfolders: Iterable[str] = ("vectors",)) -> list[str]:
+    """Remove the temporary files an interrupted write left in ``folder`` and its named
+    subfolders (never part of a commit); returns their names. Call under the lock."""
+    removed = []
+    folder = Path(folder)
+    for where in (folder, *(folder / name for name in subfolders)):
+        try:
+            entries = [e for e in os.scandir(where) if is_temporary(e.name)
+                       and e.is_file(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(os.path.relpath(entry.path, folder))
+    return sorted(removed)
 
 
 def fsync_directory(folder: Path | str) -> None:
@@ -105,26 +154,42 @@ def write_json(path: Path | str, obj: Any) -> None:
     atomic_write_bytes(path, dumps_json(obj))
 
 
-def read_json(path: Path | str) -> Any:
+def read_json(path: Path | str, *, folder: Path | str | None = None) -> Any:
     """Read a JSON file.
+
+    ``folder`` is the memory folder the file belongs to, named in the repair hint
+    (default: the file's own folder).
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist (callers decide what a missing file means).
     MemoryStoreError
-        If the file is not valid JSON (truncated, empty, garbage).
+        If the file is not valid JSON (truncated, empty, garbage, not UTF-8), or is a
+        folder or otherwise unreadable.
     """
+    return read_json_bytes(path, folder=folder)[0]
+
+
+def read_json_bytes(path: Path | str, *, folder: Path | str | None = None) -> tuple[Any, bytes]:
+    """``read_json``, also returning the bytes read (to check them against a digest)."""
+    from backtester.memory.integrity import doctor_hint
+
     path = Path(path)
-    data = path.read_bytes()
+    hint = doctor_hint(path.parent if folder is None else folder, "to quarantine it and rebuild")
     try:
-        return orjson.loads(data)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise MemoryStoreError(f"{path}: is a folder, a file was expected; {hint}") from None
+    except OSError as error:
+        raise MemoryStoreError(f"{path}: cannot be read ({error.strerror}); {hint}") from None
+    try:
+        return orjson.loads(data), data
     except orjson.JSONDecodeError as error:
         reason = " ".join(str(error).split())
-        raise MemoryStoreError(
-            f"{path}: not valid JSON ({reason}); run `bt memory doctor` to quarantine it "
-            "and rebuild"
-        ) from None
+        raise MemoryStoreError(f"{path}: not valid JSON ({reason}); {hint}") from None
 
 
 def is_temporary(name: str) -> bool:
@@ -155,6 +220,7 @@ class FolderLock:
         self.path = self.folder / LOCK_NAME
         self.command = command if command is not None else _command_line()
         self._content: bytes | None = None
+        self.removed_temporaries: list[str] = []  # left by a killed write, removed at acquire
 
     def __enter__(self) -> FolderLock:
         self.acquire()
@@ -190,6 +256,7 @@ class FolderLock:
         for _ in range(3):
             if self._create(content):
                 self._content = content
+                self.removed_temporaries = remove_temporaries(self.folder)
                 return
             self._take_over_if_stale()
         raise MemoryLockedError(
@@ -264,6 +331,22 @@ def read_lock(folder: Path | str) -> dict | None:
         return _parse_lock((Path(folder) / LOCK_NAME).read_bytes())
     except FileNotFoundError:
         return None
+
+
+def break_lock(folder: Path | str, expected: dict | None) -> bool:
+    """Remove ``folder``'s lock file if it still names ``expected`` (what ``read_lock``
+    showed; None: an unreadable lock file); True when removed. For `bt memory unlock
+    --force`: a lock of another host, whose process bt cannot check."""
+    path = Path(folder) / LOCK_NAME
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    if _parse_lock(content) != expected:
+        return False  # taken over meanwhile: leave the new holder's lock
+    path.unlink(missing_ok=True)
+    fsync_directory(folder)
+    return True
 
 
 def holds_lock(folder: Path | str) -> bool:

@@ -20,6 +20,7 @@ from backtester.config import Config
 from backtester.ensemble import empty_stats
 from backtester.memory.embedders import default_embedder, preload
 from backtester.memory.io import FolderLock
+from backtester.memory.integrity import FILES_KEY
 from backtester.memory.store import MemoryStore
 from backtester.memory.texts import STATE_NAMES, STATE_REGIMES, index_text, state_names
 from backtester.memory.vectors import VectorMemory
@@ -77,7 +78,12 @@ class MemorySession:
             vectors = VectorMemory.load(
                 folder, committed_generation=store.generation,
                 max_size=config.memory.max_memory_size, embedder=embedder, state_names=names,
+                files=store.manifest.get(FILES_KEY),
             )
+            # A bad outcome file is an error, never skipped: those the vector memory
+            # searches are validated in full, the others by name and size (an open does
+            # not read the whole memory; `bt memory inspect` and the doctor read it all).
+            store.check_outcomes(vectors.searched_ids())
             yield cls(config, store, vectors, names)
 
     @property
@@ -104,9 +110,9 @@ class MemorySession:
                                    "exit_reason", "regime", "entry_time", "generation",
                                    "description")} for o in outcomes]
 
-        def write_vectors(folder: Path, generation: int) -> None:
+        def write_vectors(folder: Path, generation: int) -> dict[str, Any]:
             self.vectors.add(states, texts, rows, generation)
-            self.vectors.save(folder, generation)
+            return self.vectors.save(folder, generation)  # digests for the manifest
 
         self.store.commit_chunk(
             label=label, start=start.isoformat(), end=end.isoformat(), last_bar_time=end,

@@ -8,21 +8,19 @@ the previous generation in force, and ``MemoryStore.open`` puts stats files that
 ahead back to the last committed snapshot's. No file but ``.lock`` holds a wall-clock
 time, so a resumed run and an uninterrupted one leave the same files.
 
-This module holds ``MemoryStore`` (open, read, commit), ``reset`` and ``backup_aside``
-(move a folder aside), ``outcome_tallies``, and the file-name patterns and validation
-helpers that ``backtester.memory.doctor`` (the ``bt memory doctor`` repair) shares.
+This module holds ``MemoryStore`` (open, read, commit) and the stats files' reading and
+restoring. It re-exports, from where they live, what callers import from here: ``reset``
+and ``backup_aside`` (backup.py: move a folder aside), ``outcome_tallies`` and the folder
+census (census.py), and the file layout and validation helpers (integrity.py) that
+``backtester.memory.doctor`` (the ``bt memory doctor`` repair) shares.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import re
-import shutil
 import warnings
-from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
-from numbers import Integral
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,46 +28,64 @@ import orjson
 import pandas as pd
 
 from backtester.errors import MemoryStoreError
+from backtester.memory.backup import backup_aside, reset  # noqa: F401 (re-exported)
+from backtester.memory.census import (  # noqa: F401 (re-exported: the doctor imports them here)
+    _check_no_foreign_files,
+    _file_kind,
+    _folder_census,
+    _outcome_files,
+    _outcome_names,
+    _provider_rows,
+    _regime_rows,
+    outcome_tallies,
+)
 from backtester.memory.io import (
-    LOCK_NAME,
-    FolderLock,
     atomic_write_many,
     dumps_json,
-    fsync_directory,
     holds_lock,
-    is_temporary,
     read_json,
+    read_json_bytes,
     write_json,
 )
+from backtester.memory.integrity import (  # noqa: F401 (re-exported: the file layout)
+    DERIVED_FILES,
+    FILES_KEY,
+    INT64,
+    LLM_CACHE,
+    MANIFEST,
+    OUTCOME_KEYS,
+    OUTCOME_NAME,
+    PARAMETERS,
+    PROVIDER_PERFORMANCE,
+    QUARANTINE,
+    REGIME_PERFORMANCE,
+    SCHEMA_VERSION,
+    SNAPSHOT_KEYS,
+    SNAPSHOT_NAME,
+    VECTORS,
+    check_inside,
+    check_schema,
+    derived_problem,
+    digest,
+    doctor_hint,
+    encode_outcomes,
+    is_int,
+    manifest_problem,
+    missing,
+    outcome_problem,
+    refuse_symlinks,
+    schema_problem,
+    snapshot_problem,
+    verify,
+)
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-PROVIDER_PERFORMANCE = "provider_performance.json"
-REGIME_PERFORMANCE = "regime_performance.json"
-PARAMETERS = "parameters.json"
-QUARANTINE = "quarantine"
-VECTORS = "vectors"
-LLM_CACHE = "llm_cache"
-DERIVED_FILES = {  # file -> the key holding its content (the same key in each snapshot)
-    PROVIDER_PERFORMANCE: "provider_stats",
-    REGIME_PERFORMANCE: "regime_stats",
-    PARAMETERS: "parameters",
-}
-OUTCOME_KEYS = (
-    "schema_version", "decision_id", "symbol", "direction", "entry_time", "exit_time",
-    "entry_price", "exit_price", "size", "pnl", "return_pct", "fees", "exit_reason",
-    "regime", "volatility", "votes", "ensemble_score", "memory_vote", "description",
-    "state", "generation", "chunk",
-)
-SNAPSHOT_KEYS = (  # written by commit_chunk around the caller's snapshot dict
-    "schema_version", "generation", "label", "start", "end", "last_bar_time", "run_id",
-    "config_hash", "outcomes", "provider_stats", "regime_stats", "parameters",
-)
 CHUNK_PROVIDER_COUNTS = "chunk_provider_counts"
 CHUNK_REGIME_COUNTS = "chunk_regime_counts"
-_OUTCOME_NAME = re.compile(r"outcome_(-?\d+)\.json")
-_SNAPSHOT_NAME = re.compile(r"snapshot_\d{8}_\d{6}(_g\d+)?\.json")
-_INT64 = (-(2**63), 2**63 - 1)
+# The validation helpers' older names, which the doctor and tests import from here.
+_OUTCOME_NAME, _SNAPSHOT_NAME, _INT64 = OUTCOME_NAME, SNAPSHOT_NAME, INT64
+_is_int, _check_schema, _schema_problem, _missing = is_int, check_schema, schema_problem, missing
+_manifest_problem, _derived_problem = manifest_problem, derived_problem
+_snapshot_problem, _outcome_problem = snapshot_problem, outcome_problem
 
 
 def _default(key: str) -> dict:
@@ -136,17 +152,18 @@ class MemoryStore:
         """
         folder = Path(folder)
         path = folder / MANIFEST
+        refuse_symlinks(folder, (VECTORS, QUARANTINE, LLM_CACHE))
         try:
-            manifest = read_json(path)
+            manifest = read_json(path, folder=folder)
         except FileNotFoundError:
             manifest = None
         if manifest is None:
+            _check_no_foreign_files(folder)
             if not create:
                 raise MemoryStoreError(
                     f"{folder}: no committed memory here (no {MANIFEST}); run `bt run` to "
                     "build one, or pass --memory-dir for another folder"
                 )
-            _check_no_foreign_files(folder)
             manifest = {
                 "schema_version": SCHEMA_VERSION,
                 "config_hash": config_hash,
@@ -158,9 +175,7 @@ class MemoryStore:
             _check_schema(manifest, folder)
             problem = _manifest_problem(manifest)
             if problem:
-                raise MemoryStoreError(
-                    f"{path}: {problem}; run `bt memory doctor` to rebuild it"
-                )
+                raise MemoryStoreError(f"{path}: {problem}; {doctor_hint(folder, 'to rebuild it')}")
             stored = manifest["config_hash"]
             if config_hash is not None and stored != config_hash:
                 raise MemoryStoreError(
@@ -168,7 +183,7 @@ class MemoryStore:
                     f"run {config_hash[:8]}); use --fresh to move it aside and start "
                     "empty, or --memory-dir for another folder"
                 )
-        derived, stale = _read_derived(folder, manifest["generation"])
+        derived, stale = _read_derived(folder, manifest["generation"], manifest.get(FILES_KEY))
         if stale:
             derived.update(_restore_derived(folder, manifest, stale, read_only=read_only))
         return cls(folder, manifest, derived)
@@ -212,27 +227,62 @@ class MemoryStore:
         MemoryStoreError
             If an outcome file is unreadable or lacks required keys.
         """
-        outcomes = []
+        outcomes = [outcome for outcome in self._outcomes()
+                    if outcome["generation"] <= self.generation]
+        outcomes.sort(key=lambda outcome: (outcome["entry_time"], outcome["decision_id"]))
+        if newest is not None:
+            outcomes = outcomes[len(outcomes) - newest:] if newest > 0 else []
+        return outcomes
+
+    def check_outcomes(self, decision_ids: Collection[int] | None = None) -> int:
+        """Check the outcome files (what a run does on open); returns how many there are.
+
+        ``decision_ids`` None: read and validate every file (``bt memory inspect``).
+        Otherwise only those outcomes are read and validated in full, and must exist (a run
+        passes the ones its vector memory searches: the newest memory.max_memory_size);
+        every other file gets the cheap checks, a regular file of its name and not empty,
+        so that an open does not grow with the whole memory. Raises like
+        ``read_outcomes``.
+        """
+        if decision_ids is None:
+            return sum(1 for _ in self._outcomes())
+        names = _outcome_names(self.folder)
+        wanted = {f"outcome_{i}.json" for i in decision_ids if is_int(i)}
+        absent = sorted(wanted.difference(names))
+        if absent:
+            raise MemoryStoreError(
+                f"{self.folder / absent[0]}: is missing ({len(absent)} outcome files the "
+                f"vector index holds are); {doctor_hint(self.folder, 'to rebuild the index')}"
+            )
         folder = os.fspath(self.folder)
-        for name in _outcome_names(self.folder):  # plain strings: pathlib costs 30 us a file
+        for name in names:
+            if name not in wanted and os.stat(os.path.join(folder, name)).st_size == 0:
+                raise MemoryStoreError(f"{os.path.join(folder, name)}: is empty; "
+                                       f"{doctor_hint(self.folder, 'to quarantine it')}")
+        for _ in self._outcomes(sorted(wanted)):
+            pass
+        return len(names)
+
+    def _outcomes(self, names: list[str] | None = None) -> Iterator[dict]:
+        """Every outcome file's document (or those of ``names``), validated (schema, keys,
+        finite numbers, the decision id of its name); a bad one raises naming it."""
+        folder = os.fspath(self.folder)
+        if names is None:
+            names = _outcome_names(self.folder)  # plain strings: pathlib costs 30 us a file
+        for name in names:
             path = os.path.join(folder, name)
             with open(path, "rb") as source:
                 data = source.read()
             try:
                 outcome = orjson.loads(data)
             except orjson.JSONDecodeError:
-                outcome = read_json(path)  # raises the one-line error
+                outcome = read_json(path, folder=self.folder)  # raises the one-line error
             problem = _outcome_problem(outcome, name)
             if problem:
                 raise MemoryStoreError(
-                    f"{path}: {problem}; run `bt memory doctor` to quarantine it"
+                    f"{path}: {problem}; {doctor_hint(self.folder, 'to quarantine it')}"
                 )
-            if outcome["generation"] <= self.generation:
-                outcomes.append(outcome)
-        outcomes.sort(key=lambda outcome: (outcome["entry_time"], outcome["decision_id"]))
-        if newest is not None:
-            outcomes = outcomes[len(outcomes) - newest:] if newest > 0 else []
-        return outcomes
+            yield outcome
 
     def summary(self) -> dict:
         """What ``bt memory inspect`` shows: size, file counts by kind, chunks and
@@ -313,7 +363,7 @@ class MemoryStore:
                 "config_hash=<the run's config hash>"
             )
         generation = self.generation + 1
-        outcome_files = _encode_outcomes(self.folder, outcomes, generation)
+        outcome_files = encode_outcomes(self.folder, outcomes, generation, dumps_json)
         last_bar = _utc(last_bar_time, f"last_bar_time of chunk {label}")
         state = {
             "provider_stats": provider_stats,
@@ -347,6 +397,10 @@ class MemoryStore:
                 "commit_chunk writes there; rename those keys or leave them out"
             )
         self.folder.mkdir(parents=True, exist_ok=True)
+        if not (self.folder / MANIFEST).exists():
+            # An empty manifest first: outcome files without one are then always a lost
+            # manifest (refused, rebuilt by the doctor), never a first commit that crashed.
+            atomic_write_many([(self.folder / MANIFEST, dumps_json(self.manifest))])
         atomic_write_many(outcome_files)
         encoded = {}
         for name, key in DERIVED_FILES.items():
@@ -357,10 +411,14 @@ class MemoryStore:
             (self.folder / name, encoded[key]) for name, key in DERIVED_FILES.items()
         )
         write_json(self.folder / snapshot_name, {**snapshot, **written})
+        files = {name: digest(encoded[key]) for name, key in DERIVED_FILES.items()}
         if vectors is not None:
-            vectors(self.folder, generation)
+            written_vectors = vectors(self.folder, generation)
+            if isinstance(written_vectors, dict):  # {path relative to folder: digest}
+                files.update(written_vectors)
         manifest = {
             **self.manifest,
+            FILES_KEY: dict(sorted(files.items())),
             "schema_version": SCHEMA_VERSION,
             "generation": generation,
             "chunks": [*self.manifest["chunks"], chunk],
@@ -397,213 +455,7 @@ def _write_manifest(folder: Path, data: bytes) -> None:
     atomic_write_many([(folder / MANIFEST, data)])
 
 
-# -- reset ------------------------------------------------------------------------------
-
-
-def reset(folder: Path | str) -> Path | None:
-    """Move the memory folder aside to ``<folder>.bak-<YYYYmmdd_HHMMSS>`` (UTC; ``-1``,
-    ``-2``, ... if taken), keeping every file; the LLM response cache is copied back, so
-    recorded answers can still be replayed.
-
-    Returns
-    -------
-    Path or None
-        The backup folder, or None when there was nothing to move (no folder, or an
-        empty one).
-
-    Raises
-    ------
-    MemoryLockedError
-        A run holds the folder.
-    """
-    return _move_aside(folder, command="bt memory reset")
-
-
-def backup_aside(folder: Path | str) -> Path | None:
-    """Move the memory folder aside before a fresh run (``bt run --fresh``); see
-    ``reset``."""
-    return _move_aside(folder, command="bt run --fresh")
-
-
-def _move_aside(folder: Path | str, *, command: str) -> Path | None:
-    folder = Path(folder).resolve()
-    if not folder.exists():
-        return None
-    if not folder.is_dir():
-        raise MemoryStoreError(f"{folder}: not a folder, was a file; pass a memory folder")
-    if all(entry.name == LOCK_NAME for entry in folder.iterdir()):
-        return None
-    with FolderLock(folder, command=command) as lock:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
-        backup = folder.with_name(f"{folder.name}.bak-{stamp}")
-        suffix = 1
-        while backup.exists():
-            backup = folder.with_name(f"{folder.name}.bak-{stamp}-{suffix}")
-            suffix += 1
-        os.rename(folder, backup)
-        lock._moved_to(backup)  # release removes our lock file from the backup
-    fsync_directory(backup.parent)
-    if (backup / LLM_CACHE).is_dir():  # recorded answers are not learning: keep replaying them
-        shutil.copytree(backup / LLM_CACHE, folder / LLM_CACHE)
-    return backup
-
-
-# -- outcome tallies --------------------------------------------------------------------
-
-
-def outcome_tallies(outcomes: Iterable[dict]) -> dict[str, dict]:
-    """Trades, wins and losses per provider and per regime x provider, from outcomes.
-
-    A provider's trade is an outcome where its vote equals the trade's direction; a win
-    has pnl > 0, every other trade is a loss (as ``backtester.ensemble.learn`` counts).
-
-    Returns
-    -------
-    dict
-        {"providers": {provider: {trades, wins, losses}}, "regimes": {regime (str):
-        {provider: {trades, wins, losses}}}}.
-    """
-    providers: dict[str, dict[str, int]] = {}
-    regimes: dict[str, dict[str, dict[str, int]]] = {}
-    for outcome in outcomes:
-        win = int(outcome["pnl"] is not None and outcome["pnl"] > 0)
-        for provider, vote in outcome["votes"].items():
-            if not isinstance(vote, dict) or vote.get("vote") != outcome["direction"]:
-                continue
-            for table in (providers, regimes.setdefault(str(outcome["regime"]), {})):
-                tally = table.setdefault(provider, {"trades": 0, "wins": 0, "losses": 0})
-                tally["trades"] += 1
-                tally["wins"] += win
-                tally["losses"] += 1 - win
-    return {"providers": providers, "regimes": regimes}
-
-
-# -- validation -------------------------------------------------------------------------
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _check_schema(document: Any, folder: Path) -> None:
-    version = document.get("schema_version") if isinstance(document, dict) else None
-    if _is_int(version) and version > SCHEMA_VERSION:
-        raise MemoryStoreError(
-            f"{folder}: written by a newer bt (schema {version}, this bt reads up to "
-            f"{SCHEMA_VERSION}); upgrade bt, or use --memory-dir for another folder"
-        )
-
-
-def _schema_problem(document: Any) -> str | None:
-    if not isinstance(document, dict):
-        return f"not a JSON object, was {type(document).__name__}"
-    version = document.get("schema_version")
-    if version != SCHEMA_VERSION or not _is_int(version):
-        return f"unknown schema_version, was {version!r} (this bt reads {SCHEMA_VERSION})"
-    return None
-
-
-def _missing(document: dict, keys: Iterable[str]) -> str | None:
-    missing = [key for key in keys if key not in document]
-    return f"missing keys {', '.join(missing)}" if missing else None
-
-
-def _manifest_problem(document: Any) -> str | None:
-    problem = _schema_problem(document) or _missing(
-        document, ("config_hash", "generation", "chunks", "active_run")
-    )
-    if problem:
-        return problem
-    generation, chunks = document["generation"], document["chunks"]
-    if not isinstance(document["config_hash"], str):
-        return f"config_hash is not a string, was {document['config_hash']!r}"
-    if not _is_int(generation) or generation < 0:
-        return f"generation is not a count, was {generation!r}"
-    if not isinstance(chunks, list) or not all(isinstance(c, dict) for c in chunks):
-        return "chunks is not a list of objects"
-    for chunk in chunks:
-        missing = _missing(chunk, ("generation", "label", "outcomes", "snapshot"))
-        if missing:
-            return f"a chunk is {missing}"
-    if (chunks[-1]["generation"] if chunks else 0) != generation:
-        return f"generation {generation} is not the last chunk's"
-    if document["active_run"] is not None and not isinstance(document["active_run"], dict):
-        return "active_run is neither an object nor null"
-    return None
-
-
-def _derived_problem(document: Any, key: str) -> str | None:
-    problem = _schema_problem(document) or _missing(document, ("generation", key))
-    if problem:
-        return problem
-    if not _is_int(document["generation"]) or document["generation"] < 0:
-        return f"generation is not a count, was {document['generation']!r}"
-    if not isinstance(document[key], dict):
-        return f"{key} is not an object"
-    return None
-
-
-def _snapshot_problem(document: Any) -> str | None:
-    problem = _schema_problem(document) or _missing(document, SNAPSHOT_KEYS)
-    if problem:
-        return problem
-    if not _is_int(document["generation"]) or document["generation"] < 1:
-        return f"generation is not a positive count, was {document['generation']!r}"
-    for key in DERIVED_FILES.values():
-        if not isinstance(document[key], dict):
-            return f"{key} is not an object"
-    return None
-
-
-def _outcome_problem(document: Any, name: str) -> str | None:
-    problem = _schema_problem(document) or _missing(document, OUTCOME_KEYS)
-    if problem:
-        return problem
-    match = _OUTCOME_NAME.fullmatch(name)
-    decision_id = document["decision_id"]
-    if not _is_int(decision_id) or match is None or int(match[1]) != decision_id:
-        return f"decision_id {document['decision_id']!r} does not match the file name"
-    if not _is_int(document["generation"]):
-        return f"generation is not a count, was {document['generation']!r}"
-    if not isinstance(document["votes"], dict):
-        return "votes is not an object"
-    return None
-
-
-def _encode_outcomes(
-    folder: Path, outcomes: list[dict], generation: int
-) -> list[tuple[Path, bytes]]:
-    """Validate a chunk's outcomes and encode them as (path, JSON) pairs."""
-    files, seen = [], set()
-    for position, outcome in enumerate(outcomes):
-        where = f"outcome {position}"
-        if not isinstance(outcome, dict):
-            raise MemoryStoreError(f"{where}: not a dict, was {type(outcome).__name__}")
-        outcome = {"schema_version": SCHEMA_VERSION, **outcome}  # the store's to stamp
-        missing = _missing(outcome, OUTCOME_KEYS)
-        if missing:
-            raise MemoryStoreError(
-                f"{where} (decision_id {outcome.get('decision_id')!r}): {missing}; build "
-                "outcomes with every key of backtester.memory.store.OUTCOME_KEYS"
-            )
-        decision_id = outcome["decision_id"]
-        if not _is_int(decision_id) or not _INT64[0] <= decision_id <= _INT64[1]:
-            raise MemoryStoreError(f"{where}: decision_id is not an int64, was {decision_id!r}")
-        decision_id = int(decision_id)
-        if decision_id in seen:
-            raise MemoryStoreError(
-                f"{where}: decision_id {decision_id} appears twice in the chunk; decision ids "
-                "must be unique"
-            )
-        seen.add(decision_id)
-        if outcome["generation"] != generation or outcome["schema_version"] != SCHEMA_VERSION:
-            raise MemoryStoreError(
-                f"{where} (decision_id {decision_id}): generation {outcome['generation']!r}, "
-                f"schema_version {outcome['schema_version']!r}, was expected {generation} and "
-                f"{SCHEMA_VERSION} (the store's generation + 1)"
-            )
-        files.append((folder / f"outcome_{decision_id}.json", dumps_json(outcome)))
-    return files
+# -- validation ------------------------------------------------------------------------
 
 
 def _utc(value: Any, what: str) -> pd.Timestamp:
@@ -619,12 +471,20 @@ def _utc(value: Any, what: str) -> pd.Timestamp:
 # -- reading helpers --------------------------------------------------------------------
 
 
-def _read_derived(folder: Path, generation: int) -> tuple[dict[str, Any], dict[str, str]]:
-    """The stats files' contents, and {file: why it is out of step} for the others."""
+def _read_derived(folder: Path, generation: int,
+                  recorded: dict | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The stats files' contents, and {file: why it is out of step} for the others. A
+    file in step whose bytes differ from the manifest's digest (``recorded``) raises."""
     derived, stale = {}, {}
     for name, key in DERIVED_FILES.items():
+        path = folder / name
+        if path.is_dir():
+            raise MemoryStoreError(
+                f"{path}: is a folder, a file was expected; "
+                f"{doctor_hint(folder, 'to quarantine it and rebuild')}"
+            )
         try:
-            document = read_json(folder / name)
+            document, data = read_json_bytes(path, folder=folder)
         except FileNotFoundError:
             derived[key] = _default(key)
             if generation > 0:
@@ -640,6 +500,7 @@ def _read_derived(folder: Path, generation: int) -> tuple[dict[str, Any], dict[s
             side = "ahead" if document["generation"] > generation else "behind"
             stale[name] = f"at generation {document['generation']} ({side})"
         else:
+            verify(folder, name, data, recorded)
             derived[key] = document[key]
     return derived, stale
 
@@ -653,9 +514,9 @@ def _restore_derived(folder: Path, manifest: dict, stale: dict[str, str], *,
         values = {DERIVED_FILES[name]: _default(DERIVED_FILES[name]) for name in stale}
     else:
         source = manifest["chunks"][-1]["snapshot"]
-        path = folder / source
+        path = check_inside(folder, folder / source)
         try:
-            snapshot = read_json(path)
+            snapshot = read_json(path, folder=folder)
         except FileNotFoundError:
             snapshot, problem = None, "missing"
         else:
@@ -665,8 +526,8 @@ def _restore_derived(folder: Path, manifest: dict, stale: dict[str, str], *,
         if problem:
             details = "; ".join(f"{name} {why}" for name, why in stale.items())
             raise MemoryStoreError(
-                f"{path}: {problem}, and the stats files need it ({details}); run "
-                "`bt memory doctor` to rebuild them"
+                f"{path}: {problem}, and the stats files need it ({details}); "
+                f"{doctor_hint(folder, 'to rebuild them')}"
             )
         values = {DERIVED_FILES[name]: snapshot[DERIVED_FILES[name]] for name in stale}
     rewrite = holds_lock(folder) and not read_only
@@ -694,87 +555,3 @@ def _restore_derived(folder: Path, manifest: dict, stale: dict[str, str], *,
     return values
 
 
-def _outcome_names(folder: Path) -> list[str]:
-    if not folder.is_dir():
-        return []
-    return sorted(
-        entry.name
-        for entry in os.scandir(folder)
-        if _OUTCOME_NAME.fullmatch(entry.name) and entry.is_file()
-    )
-
-
-def _outcome_files(folder: Path) -> list[Path]:
-    return [folder / name for name in _outcome_names(folder)]
-
-
-def _file_kind(name: str) -> str:
-    if name == MANIFEST:
-        return "manifest"
-    if name in DERIVED_FILES:
-        return "stats"
-    if _OUTCOME_NAME.fullmatch(name):
-        return "outcome"
-    if _SNAPSHOT_NAME.fullmatch(name):
-        return "snapshot"
-    if name == LOCK_NAME:
-        return "lock"
-    if is_temporary(name):
-        return "temporary"
-    return "other"
-
-
-def _folder_census(folder: Path) -> tuple[int, dict[str, int]]:
-    """Total size in bytes and file counts by kind (top-level kinds, and one kind per
-    subfolder: vectors, llm_cache, quarantine, other)."""
-    size, counts = 0, {}
-    if not folder.is_dir():
-        return size, counts
-    for root, _, names in os.walk(folder):
-        relative = Path(root).relative_to(folder)
-        for name in names:
-            size += os.stat(os.path.join(root, name)).st_size
-            if relative.parts:
-                top = relative.parts[0]
-                kind = top if top in (VECTORS, LLM_CACHE, QUARANTINE) else "other"
-            else:
-                kind = _file_kind(name)
-            counts[kind] = counts.get(kind, 0) + 1
-    return size, dict(sorted(counts.items()))
-
-
-def _check_no_foreign_files(folder: Path) -> None:
-    """A folder without a manifest must hold nothing but memory files (or be empty):
-    never start a memory inside an unrelated folder."""
-    if not folder.exists():
-        return
-    if not folder.is_dir():
-        raise MemoryStoreError(f"{folder}: not a folder, was a file; pass a memory folder")
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir():
-                known = entry.name in (VECTORS, LLM_CACHE, QUARANTINE)
-            else:
-                known = _file_kind(entry.name) != "other"
-            if not known:
-                raise MemoryStoreError(
-                    f"{folder}: holds {entry.name}, which is not a bt memory file, and no "
-                    f"{MANIFEST}; pass an empty or new folder with --memory-dir"
-                )
-
-
-def _provider_rows(stats: dict) -> dict:
-    """{provider: counts} from provider stats, bare or wrapped as {"providers": ...}."""
-    rows = stats.get("providers", stats)
-    return rows if isinstance(rows, dict) else {}
-
-
-def _regime_rows(stats: dict) -> dict:
-    """{regime: {provider: counts}} from regime stats, bare or wrapped as {"regimes":
-    {regime: {"providers": ...}}}."""
-    regimes = stats.get("regimes", stats)
-    if not isinstance(regimes, dict):
-        return {}
-    return {r: _provider_rows(table) for r, table in regimes.items() if isinstance(table, dict)}

@@ -14,7 +14,7 @@ One id space, two FAISS indexes, stored under ``<memory>/vectors/``:
   index is refused by a run whose state vectors are made of other names.
 
 Files are FAISS's own binary format and JSON (no pickle), each written atomically,
-``index.json`` last. Rows added within a chunk are staged: searches see them only after
+``index.json`` last; their names, readers and writer are in vector_files.py. Rows added within a chunk are staged: searches see them only after
 ``commit_staged()`` or ``save()``, so a chunk's decisions only see earlier chunks.
 """
 
@@ -31,20 +31,26 @@ import pandas as pd
 
 from backtester.errors import MemoryStoreError
 from backtester.memory.embedders import Embedder, encode_unique
-from backtester.memory.io import atomic_write_bytes, atomic_write_many
+from backtester.memory.integrity import refuse_symlinks
 from backtester.memory.texts import STATE_NAMES, index_text, state_names_mismatch
+from backtester.memory.vector_files import (  # noqa: F401 (re-exported: the file layout)
+    INDEX_FILE,
+    NAMED_STATE_EMBEDDER,
+    ROW_FIELDS,
+    SCHEMA_VERSION,
+    STATE_EMBEDDER_NAME,
+    STATES_FILE,
+    TEXT_FILE,
+    VECTORS_FOLDER,
+    _doctor,
+    _previous_names,
+    _read_faiss,
+    _read_index_json,
+    _recorded_names,
+    write_files,
+)
 
-SCHEMA_VERSION = 1
-STATE_EMBEDDER_NAME = "features-v1"  # state vectors of STATE_NAMES, no names recorded
-NAMED_STATE_EMBEDDER = "features-v2"  # state vectors whose names index.json records
-VECTORS_FOLDER = "vectors"
-STATES_FILE = "states.faiss"
-TEXT_FILE = "text.faiss"
-INDEX_FILE = "index.json"
-ROW_FIELDS = ("decision_id", "symbol", "direction", "return_pct", "pnl", "exit_reason",
-              "regime", "entry_time", "generation", "description")
 _INPUT_FIELDS = tuple(field for field in ROW_FIELDS if field != "generation")
-_DOCTOR = "run `bt memory doctor` to rebuild the vector index from the outcome files"
 
 
 class VectorMemory:
@@ -82,7 +88,8 @@ class VectorMemory:
 
     @classmethod
     def load(cls, folder: Path, *, committed_generation: int, max_size: int,
-             embedder: Embedder, state_names: tuple[str, ...] | None = None) -> VectorMemory:
+             embedder: Embedder, state_names: tuple[str, ...] | None = None,
+             files: dict[str, Any] | None = None) -> VectorMemory:
         """Load ``<folder>/vectors/``, keeping rows of committed generations only.
 
         Parameters
@@ -100,6 +107,9 @@ class VectorMemory:
         state_names
             What this run's state vectors are made of (``texts.state_names``); an index
             holding rows of other state names is refused. None: not checked.
+        files
+            The manifest's digests ({"vectors/<file>": {"sha256", "size"}}): each file's
+            bytes must match. None (a folder saved before digests): not checked.
 
         Raises
         ------
@@ -110,17 +120,27 @@ class VectorMemory:
         """
         vectors = Path(folder) / VECTORS_FOLDER
         memory = cls(max_size=max_size, embedder=embedder, state_names=state_names)
+        refuse_symlinks(folder, (VECTORS_FOLDER,))
+        recorded = any(name.startswith(f"{VECTORS_FOLDER}/") for name in files or {})
+        if vectors.exists() and not vectors.is_dir():
+            raise MemoryStoreError(f"{vectors}: is a file, a folder was expected; "
+                                   f"{_doctor(folder)}")
         if not vectors.is_dir():
+            if recorded:  # never start over with only the new rows: the old ones are lost
+                raise MemoryStoreError(f"{vectors}: is missing, the manifest commits it; "
+                                       f"{_doctor(folder)}")
             return memory
         index_path = vectors / INDEX_FILE
+        if not index_path.exists() and recorded:
+            raise MemoryStoreError(f"{index_path}: file is missing; {_doctor(folder)}")
         if not index_path.exists():
             leftovers = [vectors / name for name in (STATES_FILE, TEXT_FILE)
                          if (vectors / name).exists()]
             if not leftovers or committed_generation < 1:
                 return memory  # nothing saved, or a first save that crashed: nothing committed
             raise MemoryStoreError(f"{index_path}: file is missing beside {leftovers[0].name}; "
-                                   f"{_DOCTOR}")
-        header, rows = _read_index_json(index_path, embedder)
+                                   f"{_doctor(folder)}")
+        header, rows = _read_index_json(index_path, embedder, folder=folder, files=files)
         state_dim = header["state_dim"]
         recorded = _recorded_names(header)
         mismatch = rows and state_names is not None and state_names_mismatch(
@@ -130,9 +150,9 @@ class VectorMemory:
         if state_names is None:
             memory._state_names = recorded
         states = _read_faiss(vectors / STATES_FILE, metric=faiss.METRIC_L2, dim=state_dim,
-                             count=len(rows))
+                             count=len(rows), folder=folder, files=files)
         texts = _read_faiss(vectors / TEXT_FILE, metric=faiss.METRIC_INNER_PRODUCT,
-                            dim=embedder.dim, count=len(rows))
+                            dim=embedder.dim, count=len(rows), folder=folder, files=files)
         try:
             generations = np.fromiter((row["generation"] for row in rows), dtype=np.int64,
                                       count=len(rows))
@@ -144,7 +164,8 @@ class VectorMemory:
         except (TypeError, ValueError, OverflowError) as e:
             reason = " ".join(str(e).split())
             raise MemoryStoreError(f"{index_path}: a row has an invalid generation, direction, "
-                                   f"return_pct or entry_time ({reason}); {_DOCTOR}") from None
+                                   f"return_pct or entry_time ({reason}); {_doctor(folder)}"
+                                   ) from None
         committed = generations <= committed_generation
         if not committed.all():
             keep = np.flatnonzero(committed)
@@ -158,24 +179,26 @@ class VectorMemory:
         memory._refresh_search()
         return memory
 
-    def save(self, folder: Path, generation: int) -> None:
+    def save(self, folder: Path, generation: int) -> dict[str, dict[str, Any]]:
         """Commit staged rows and write ``<folder>/vectors/``: both indexes, then index.json.
 
         Every file is written atomically (temporary file, fsync, rename). The caller writes
-        the memory's manifest after this returns.
+        the memory's manifest after this returns, with the returned digests
+        ({"vectors/<file>": {"sha256", "size"}}) that ``load`` verifies.
         """
         self.commit_staged()
         self.generation = int(generation)
-        vectors = Path(folder) / VECTORS_FOLDER
-        vectors.mkdir(parents=True, exist_ok=True)
+        return write_files(folder, self.encode_files())
+
+    def encode_files(self) -> list[tuple[str, bytes]]:
+        """The committed rows as the three files' bytes: [(path relative to the memory
+        folder, bytes)], index.json last."""
         state_dim = self._state_dim or 0
         states = faiss.IndexFlatL2(state_dim)
         texts = faiss.IndexFlatIP(self._embedder.dim)
         if self._rows:
             states.add(self._states)
             texts.add(self._texts)
-        atomic_write_many([(vectors / STATES_FILE, faiss.serialize_index(states).tobytes()),
-                           (vectors / TEXT_FILE, faiss.serialize_index(texts).tobytes())])
         header = {
             "schema_version": SCHEMA_VERSION,
             "generation": self.generation,
@@ -184,7 +207,9 @@ class VectorMemory:
             "state_embedder": self._state_embedder(state_dim),
             "rows": self._rows,
         }
-        atomic_write_bytes(vectors / INDEX_FILE, orjson.dumps(header))
+        return [(f"{VECTORS_FOLDER}/{STATES_FILE}", faiss.serialize_index(states).tobytes()),
+                (f"{VECTORS_FOLDER}/{TEXT_FILE}", faiss.serialize_index(texts).tobytes()),
+                (f"{VECTORS_FOLDER}/{INDEX_FILE}", orjson.dumps(header))]
 
     def _state_embedder(self, state_dim: int) -> dict[str, Any]:
         """index.json's record of what the state vectors are made of."""
@@ -201,6 +226,10 @@ class VectorMemory:
     def __len__(self) -> int:
         """Rows kept for search (the newest ``max_size`` committed rows)."""
         return len(self._kept)
+
+    def searched_ids(self) -> set[Any]:
+        """The decision ids of the rows kept for search (the newest ``max_size``)."""
+        return {self._rows[i]["decision_id"] for i in self._kept}
 
     def add(self, states: np.ndarray, texts: list[str], rows: list[dict[str, Any]],
             generation: int) -> None:
@@ -402,8 +431,19 @@ class VectorMemory:
 
 
 def rebuild(folder: Path, outcomes: list[dict[str, Any]], generation: int,
-            embedder: Embedder, state_names: tuple[str, ...] | None = None) -> None:
-    """Write fresh vector indexes for ``folder`` from its outcome dicts (`bt memory doctor`).
+            embedder: Embedder, state_names: tuple[str, ...] | None = None
+            ) -> dict[str, dict[str, Any]]:
+    """Write fresh vector indexes for ``folder`` from its outcome dicts; returns their
+    digests (see ``rebuilt_files``, which builds the bytes)."""
+    return write_files(folder, rebuilt_files(folder, outcomes, generation, embedder,
+                                             state_names))
+
+
+def rebuilt_files(folder: Path, outcomes: list[dict[str, Any]], generation: int,
+                  embedder: Embedder, state_names: tuple[str, ...] | None = None
+                  ) -> list[tuple[str, bytes]]:
+    """Fresh vector index files for ``folder`` from its outcome dicts (`bt memory doctor`),
+    as [(path relative to the folder, bytes)], index.json last; writes nothing.
 
     Each outcome needs the row fields (``ROW_FIELDS``), "state" (list of floats) and
     optionally "reasoning"; its text is ``texts.index_text``. Outcomes of
@@ -429,7 +469,9 @@ def rebuild(folder: Path, outcomes: list[dict[str, Any]], generation: int,
         texts = [index_text(outcome, names) for outcome in committed]
         rows = [_clean_row(outcome, _generation_of(outcome)) for outcome in committed]
         memory._stage(states, encode_unique(embedder, texts), rows)
-    memory.save(folder, generation)
+    memory.commit_staged()
+    memory.generation = int(generation)
+    return memory.encode_files()
 
 
 # ---------------------------------------------------------------------- helpers
@@ -490,122 +532,3 @@ def _timestamp_ns(value: Any) -> int:
     stamp = pd.Timestamp(value)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return int(stamp.as_unit("ns").value)
-
-
-def _read_index_json(path: Path, embedder: Embedder) -> tuple[dict[str, Any], list[dict]]:
-    try:
-        header = orjson.loads(path.read_bytes())
-    except OSError as e:
-        raise MemoryStoreError(f"{path}: cannot be read ({e.strerror}); {_DOCTOR}") from None
-    except orjson.JSONDecodeError as e:
-        reason = " ".join(str(e).split())
-        raise MemoryStoreError(f"{path}: not valid JSON ({reason}); {_DOCTOR}") from None
-    if not isinstance(header, dict):
-        raise MemoryStoreError(f"{path}: must hold a JSON object, was "
-                               f"{type(header).__name__}; {_DOCTOR}")
-    version = header.get("schema_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
-        raise MemoryStoreError(
-            f"{path}: written by a newer bt (schema_version was {version}, this bt reads "
-            f"{SCHEMA_VERSION}); upgrade bt, or {_DOCTOR} in this version's format"
-        )
-    if version != SCHEMA_VERSION:
-        raise MemoryStoreError(f"{path}: schema_version must be {SCHEMA_VERSION}, was "
-                               f"{version!r}; {_DOCTOR}")
-    text = header.get("text_embedder")
-    state = header.get("state_embedder")
-    rows = header.get("rows")
-    state_dim = header.get("state_dim")
-    problem = None
-    if not _is_count(header.get("generation")):
-        problem = f"generation must be an integer >= 0, was {header.get('generation')!r}"
-    elif not _is_count(state_dim):
-        problem = f"state_dim must be an integer >= 0, was {state_dim!r}"
-    elif not (isinstance(text, dict) and isinstance(text.get("name"), str)
-              and _is_count(text.get("dim"))):
-        problem = f"text_embedder must be {{name, dim}}, was {text!r}"
-    elif not (isinstance(state, dict) and state.get("dim") == state_dim
-              and (state.get("name") == STATE_EMBEDDER_NAME
-                   or state.get("name") == NAMED_STATE_EMBEDDER and _names_fit(state, state_dim))):
-        problem = (f"state_embedder must be {{name: {STATE_EMBEDDER_NAME!r}, dim: "
-                   f"{state_dim!r}}} or {{name: {NAMED_STATE_EMBEDDER!r}, dim: {state_dim!r}, "
-                   f"names: [{state_dim!r} names] or null}}, was {state!r}")
-    elif not isinstance(rows, list):
-        problem = f"rows must be a list, was {type(rows).__name__}"
-    else:
-        required = frozenset(ROW_FIELDS)
-        bad = next((i for i, row in enumerate(rows)
-                    if not (isinstance(row, dict) and required <= row.keys())), None)
-        if bad is not None:
-            lacking = [field for field in ROW_FIELDS
-                       if not isinstance(rows[bad], dict) or field not in rows[bad]]
-            problem = (f"rows[{bad}] must hold {', '.join(ROW_FIELDS)}, was without "
-                       f"{', '.join(lacking)}")
-    if problem:
-        raise MemoryStoreError(f"{path}: {problem}; {_DOCTOR}")
-    if (text["name"], text["dim"]) != (embedder.name, embedder.dim):
-        raise MemoryStoreError(
-            f"{path}: the text index was built by embedder {text['name']!r} "
-            f"({text['dim']}-d), was opened with {embedder.name!r} ({embedder.dim}-d); indexes "
-            f"of different embedders are never mixed: run `bt memory doctor` to rebuild it "
-            f"with {embedder.name!r}, or use --memory-dir for a separate memory"
-        )
-    return header, rows
-
-
-def _names_fit(state: dict[str, Any], state_dim: int) -> bool:
-    names = state.get("names")
-    return names is None or (isinstance(names, list) and len(names) == state_dim
-                             and all(isinstance(name, str) for name in names))
-
-
-def _recorded_names(header: dict[str, Any]) -> tuple[str, ...] | None:
-    """What index.json says the state vectors are made of; None when it does not know."""
-    state = header["state_embedder"]
-    if state["name"] == STATE_EMBEDDER_NAME:  # also every index written before v2 existed
-        return STATE_NAMES if header["state_dim"] in (0, len(STATE_NAMES)) else None
-    names = state.get("names")
-    return None if names is None else tuple(names)
-
-
-def _previous_names(path: Path, embedder: Embedder) -> tuple[str, ...] | None:
-    """The state names an existing index.json records, or None (no file, unreadable)."""
-    try:
-        return _recorded_names(_read_index_json(path, embedder)[0])
-    except MemoryStoreError:
-        return None
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _read_faiss(path: Path, *, metric: int, dim: int, count: int) -> np.ndarray:
-    """The vectors (count, dim) float32 of a flat FAISS index file, checked."""
-    kind = "IndexFlatL2" if metric == faiss.METRIC_L2 else "IndexFlatIP"
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise MemoryStoreError(f"{path}: file is missing; {_DOCTOR}") from None
-    except OSError as e:
-        raise MemoryStoreError(f"{path}: cannot be read ({e.strerror}); {_DOCTOR}") from None
-    try:
-        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-    except Exception as e:  # FAISS raises RuntimeError with a long C++ message
-        reason = ("truncated" if "read error" in str(e) else
-                  "unknown index type" if "not recognized" in str(e) else "unparsable")
-        raise MemoryStoreError(f"{path}: not a readable FAISS index, was {reason} "
-                               f"({len(data)} bytes); {_DOCTOR}") from None
-    if not isinstance(index, faiss.IndexFlat) or index.metric_type != metric:
-        raise MemoryStoreError(f"{path}: must be a FAISS {kind}, was "
-                               f"{type(index).__name__}; {_DOCTOR}")
-    if index.d != dim:
-        raise MemoryStoreError(f"{path}: vectors must have {dim} dimensions as index.json "
-                               f"says, was {index.d}; {_DOCTOR}")
-    if index.ntotal != count:
-        raise MemoryStoreError(f"{path}: holds {index.ntotal} rows, was {count} rows in "
-                               f"index.json; {_DOCTOR}")
-    if not count or not dim:
-        return np.zeros((count, dim), dtype=np.float32)
-    flat = faiss.rev_swig_ptr(index.get_xb(), count * dim)
-    return np.array(flat, dtype=np.float32).reshape(count, dim)

@@ -577,7 +577,7 @@ def test_doctor_restores_stats_from_an_older_snapshot_when_the_newest_is_lost(
 
     report = doctor(tmp_path)
 
-    assert report["rebuilt"] == ["regime_performance.json"]
+    assert report["rebuilt"] == ["regime_performance.json", "manifest.json (file digests)"]
     assert any("stats rebuilt from snapshot_20250331_235900.json (generation 1)" in line
                for line in report["problems"])
     reopened = MemoryStore.open(tmp_path, config_hash=HASH)
@@ -608,7 +608,11 @@ def test_doctor_quarantines_temporary_files_and_unknown_schemas_with_suffix(
 
     report = doctor(tmp_path)
 
-    assert sorted(report["quarantined"]) == [".parameters.json.1a2b3c4d.tmp", "outcome_1001.json"]
+    # a temporary file is never part of a commit: the lock's acquisition removed it
+    assert report["quarantined"] == ["outcome_1001.json"]
+    assert not (tmp_path / ".parameters.json.1a2b3c4d.tmp").exists()
+    assert ".parameters.json.1a2b3c4d.tmp: left by an interrupted write; removed" in \
+        report["problems"]
     assert (tmp_path / "quarantine" / "outcome_1001.json").read_bytes() == b"earlier"
     assert json_file(tmp_path / "quarantine" / "outcome_1001.1.json")["schema_version"] == 7
     assert any("unknown schema_version, was 7" in line for line in report["problems"])

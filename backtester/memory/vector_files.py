@@ -1,0 +1,187 @@
+"""The vector index's files under ``<memory>/vectors/``: their names, reading them back
+checked, and writing them atomically.
+
+``states.faiss`` and ``text.faiss`` are FAISS flat indexes in FAISS's own binary format;
+``index.json`` holds the schema version, generation, both embedders and one metadata row
+per vector. A reader verifies each file's bytes against the manifest's digest (when it
+records one), then its shape, and raises one ``MemoryStoreError`` line naming the file
+and the repair (``bt memory doctor``, with ``--memory-dir`` unless the default folder).
+``backtester.memory.vectors`` (the in-memory index) re-exports these names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import orjson
+
+from backtester.errors import MemoryStoreError
+from backtester.memory.embedders import Embedder
+from backtester.memory.integrity import digest, doctor_hint, verify
+from backtester.memory.io import atomic_write_bytes, atomic_write_many
+from backtester.memory.texts import STATE_NAMES
+
+SCHEMA_VERSION = 1
+STATE_EMBEDDER_NAME = "features-v1"  # state vectors of STATE_NAMES, no names recorded
+NAMED_STATE_EMBEDDER = "features-v2"  # state vectors whose names index.json records
+VECTORS_FOLDER = "vectors"
+STATES_FILE = "states.faiss"
+TEXT_FILE = "text.faiss"
+INDEX_FILE = "index.json"
+ROW_FIELDS = ("decision_id", "symbol", "direction", "return_pct", "pnl", "exit_reason",
+              "regime", "entry_time", "generation", "description")
+
+
+def _doctor(folder: Path | str, flags: str = "") -> str:
+    """The repair hint for ``folder`` (``--memory-dir`` unless it is the default)."""
+    hint = doctor_hint(folder)
+    if flags:
+        hint = hint[:-1] + f" {flags}`"
+    return f"{hint} to rebuild the vector index from the outcome files"
+
+
+def _kind(embedder: Embedder) -> str:
+    """The ``--embedder`` value that selects ``embedder``."""
+    return "hashing" if embedder.name.startswith("hashing") else "sentence"
+
+
+def write_files(folder: Path | str, files: list[tuple[str, bytes]]) -> dict[str, dict[str, Any]]:
+    """Write the three files (``encode_files``' [(path relative to ``folder``, bytes)],
+    index.json last), each atomically; returns their digests for the manifest."""
+    (Path(folder) / VECTORS_FOLDER).mkdir(parents=True, exist_ok=True)
+    atomic_write_many([(Path(folder) / name, data) for name, data in files[:2]])
+    atomic_write_bytes(Path(folder) / files[2][0], files[2][1])
+    return {name: digest(data) for name, data in files}
+
+
+def _read_index_json(path: Path, embedder: Embedder, *, folder: Path | None = None,
+                     files: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict]]:
+    folder = path.parent.parent if folder is None else folder
+    _DOCTOR = _doctor(folder)  # noqa: N806 (the module-wide hint, for this folder)
+    try:
+        data = path.read_bytes()
+        verify(folder, f"{VECTORS_FOLDER}/{INDEX_FILE}", data, files)
+        header = orjson.loads(data)
+    except OSError as e:
+        raise MemoryStoreError(f"{path}: cannot be read ({e.strerror}); {_DOCTOR}") from None
+    except orjson.JSONDecodeError as e:
+        reason = " ".join(str(e).split())
+        raise MemoryStoreError(f"{path}: not valid JSON ({reason}); {_DOCTOR}") from None
+    if not isinstance(header, dict):
+        raise MemoryStoreError(f"{path}: must hold a JSON object, was "
+                               f"{type(header).__name__}; {_DOCTOR}")
+    version = header.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise MemoryStoreError(
+            f"{path}: written by a newer bt (schema_version was {version}, this bt reads "
+            f"{SCHEMA_VERSION}); upgrade bt, or {_DOCTOR} in this version's format"
+        )
+    if version != SCHEMA_VERSION:
+        raise MemoryStoreError(f"{path}: schema_version must be {SCHEMA_VERSION}, was "
+                               f"{version!r}; {_DOCTOR}")
+    text = header.get("text_embedder")
+    state = header.get("state_embedder")
+    rows = header.get("rows")
+    state_dim = header.get("state_dim")
+    problem = None
+    if not _is_count(header.get("generation")):
+        problem = f"generation must be an integer >= 0, was {header.get('generation')!r}"
+    elif not _is_count(state_dim):
+        problem = f"state_dim must be an integer >= 0, was {state_dim!r}"
+    elif not (isinstance(text, dict) and isinstance(text.get("name"), str)
+              and _is_count(text.get("dim"))):
+        problem = f"text_embedder must be {{name, dim}}, was {text!r}"
+    elif not (isinstance(state, dict) and state.get("dim") == state_dim
+              and (state.get("name") == STATE_EMBEDDER_NAME
+                   or state.get("name") == NAMED_STATE_EMBEDDER and _names_fit(state, state_dim))):
+        problem = (f"state_embedder must be {{name: {STATE_EMBEDDER_NAME!r}, dim: "
+                   f"{state_dim!r}}} or {{name: {NAMED_STATE_EMBEDDER!r}, dim: {state_dim!r}, "
+                   f"names: [{state_dim!r} names] or null}}, was {state!r}")
+    elif not isinstance(rows, list):
+        problem = f"rows must be a list, was {type(rows).__name__}"
+    else:
+        required = frozenset(ROW_FIELDS)
+        bad = next((i for i, row in enumerate(rows)
+                    if not (isinstance(row, dict) and required <= row.keys())), None)
+        if bad is not None:
+            lacking = [field for field in ROW_FIELDS
+                       if not isinstance(rows[bad], dict) or field not in rows[bad]]
+            problem = (f"rows[{bad}] must hold {', '.join(ROW_FIELDS)}, was without "
+                       f"{', '.join(lacking)}")
+    if problem:
+        raise MemoryStoreError(f"{path}: {problem}; {_DOCTOR}")
+    if (text["name"], text["dim"]) != (embedder.name, embedder.dim):
+        raise MemoryStoreError(
+            f"{path}: the text index was built by embedder {text['name']!r} "
+            f"({text['dim']}-d), was opened with {embedder.name!r} ({embedder.dim}-d); indexes "
+            f"of different embedders are never mixed: "
+            f"{_doctor(folder, f'--embedder {_kind(embedder)}')} to re-embed it with "
+            f"{embedder.name!r}, or use --memory-dir for a separate memory"
+        )
+    return header, rows
+
+
+def _names_fit(state: dict[str, Any], state_dim: int) -> bool:
+    names = state.get("names")
+    return names is None or (isinstance(names, list) and len(names) == state_dim
+                             and all(isinstance(name, str) for name in names))
+
+
+def _recorded_names(header: dict[str, Any]) -> tuple[str, ...] | None:
+    """What index.json says the state vectors are made of; None when it does not know."""
+    state = header["state_embedder"]
+    if state["name"] == STATE_EMBEDDER_NAME:  # also every index written before v2 existed
+        return STATE_NAMES if header["state_dim"] in (0, len(STATE_NAMES)) else None
+    names = state.get("names")
+    return None if names is None else tuple(names)
+
+
+def _previous_names(path: Path, embedder: Embedder) -> tuple[str, ...] | None:
+    """The state names an existing index.json records, or None (no file, unreadable)."""
+    try:
+        return _recorded_names(_read_index_json(path, embedder)[0])
+    except MemoryStoreError:
+        return None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _read_faiss(path: Path, *, metric: int, dim: int, count: int, folder: Path | None = None,
+                files: dict[str, Any] | None = None) -> np.ndarray:
+    """The vectors (count, dim) float32 of a flat FAISS index file, checked (against the
+    manifest's digest too, when ``files`` holds one)."""
+    kind = "IndexFlatL2" if metric == faiss.METRIC_L2 else "IndexFlatIP"
+    folder = path.parent.parent if folder is None else folder
+    _DOCTOR = _doctor(folder)  # noqa: N806
+    try:
+        data = path.read_bytes()
+        verify(folder, f"{VECTORS_FOLDER}/{path.name}", data, files)
+    except FileNotFoundError:
+        raise MemoryStoreError(f"{path}: file is missing; {_DOCTOR}") from None
+    except OSError as e:
+        raise MemoryStoreError(f"{path}: cannot be read ({e.strerror}); {_DOCTOR}") from None
+    try:
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except Exception as e:  # FAISS raises RuntimeError with a long C++ message
+        reason = ("truncated" if "read error" in str(e) else
+                  "unknown index type" if "not recognized" in str(e) else "unparsable")
+        raise MemoryStoreError(f"{path}: not a readable FAISS index, was {reason} "
+                               f"({len(data)} bytes); {_DOCTOR}") from None
+    if not isinstance(index, faiss.IndexFlat) or index.metric_type != metric:
+        raise MemoryStoreError(f"{path}: must be a FAISS {kind}, was "
+                               f"{type(index).__name__}; {_DOCTOR}")
+    if index.d != dim:
+        raise MemoryStoreError(f"{path}: vectors must have {dim} dimensions as index.json "
+                               f"says, was {index.d}; {_DOCTOR}")
+    if index.ntotal != count:
+        raise MemoryStoreError(f"{path}: holds {index.ntotal} rows, was {count} rows in "
+                               f"index.json; {_DOCTOR}")
+    if not count or not dim:
+        return np.zeros((count, dim), dtype=np.float32)
+    flat = faiss.rev_swig_ptr(index.get_xb(), count * dim)
+    return np.array(flat, dtype=np.float32).reshape(count, dim)
