@@ -23,8 +23,8 @@ import orjson
 from backtester.checks import require as _check
 from backtester.errors import ConfigError
 from backtester.monitor import MonitorConfig
-from backtester.portfolio import CostsConfig, RiskConfig, SizingConfig
-from backtester.regime import RegimeConfig
+from backtester.portfolio_config import CostsConfig, RiskConfig, SizingConfig
+from backtester.regime_config import RegimeConfig
 
 # Upper bounds of counts and windows (an absurd size is refused before it allocates)
 MAX_BARS = 10_000_000  # a chunk, a holding period, a shadow horizon, in bars
@@ -71,6 +71,16 @@ class RunConfig:
             raise ConfigError("run.start and run.end go together; give both or neither")
 
 
+def _known_zone(name: str) -> bool:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        return False
+    return True
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DataConfig:
     """Where bars come from: the embedded generator (path empty) or a CSV/Parquet path."""
@@ -86,6 +96,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(len(self.symbols) > 0 or bool(self.path), "data.symbols", self.symbols, "non-empty")
+        _check(_known_zone(self.tz), "data.tz", self.tz,
+               "an IANA time zone such as 'UTC' or 'America/New_York'")
         _check(self.on_duplicate in ("error", "first", "last", "mean"), "data.on_duplicate",
                self.on_duplicate, "one of error, first, last, mean")
         _check(1 <= self.max_rows <= 10**12, "data.max_rows", self.max_rows,

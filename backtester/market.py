@@ -10,7 +10,7 @@ import pandas as pd
 
 from backtester.config import Config
 from backtester.data import embedded_bars, load_bars, parse_timeframe, resample, select_range
-from backtester.data.bars import Bars
+from backtester.data.bars import FIELDS, Bars
 from backtester.errors import ConfigError
 from backtester.features import WARMUP_BARS
 from backtester.regime import (
@@ -101,6 +101,7 @@ def prepare_market(config: Config, bars: Bars, source: str) -> tuple[Bars, int]:
     if parse_timeframe(bars.timeframe) < parse_timeframe(config.data.timeframe):
         bars = resample(bars, config.data.timeframe)  # coarser data than asked: used as it is
     bars, first = select_range(bars, start, end, warmup, source)
+    bars = kernel_ready(bars)
     regime = config.regime
     timeframe = config.data.timeframe
     if warmup > first >= max(_other_warmup(config), regime_first_bar(regime, timeframe)):
@@ -117,6 +118,25 @@ def prepare_market(config: Config, bars: Bars, source: str) -> tuple[Bars, int]:
             f"regimes or model training are undefined or short for the first bars of the "
             f"period: load earlier data, or lower regime.percentile_window", stacklevel=2)
     return bars, first
+
+
+def kernel_ready(bars: Bars) -> Bars:
+    """``bars`` with every array writable and C-contiguous (float64; times int64), copying
+    only those that are not (pandas 3 and Arrow give read-only arrays): each numba kernel
+    then compiles one signature per process, whatever the bars' source."""
+    def ready(array: np.ndarray | None, dtype: type) -> np.ndarray | None:
+        if array is None:
+            return None
+        out = np.ascontiguousarray(array, dtype=dtype)
+        return out if out.flags.writeable else out.copy()
+
+    names = ("times", *FIELDS, "spread")
+    old = [getattr(bars, name) for name in names]
+    new = [ready(a, np.int64 if name == "times" else np.float64) for name, a in zip(names, old)]
+    if all(a is b for a, b in zip(old, new)):
+        return bars
+    times, *fields, spread = new
+    return Bars(times, bars.symbols, *fields, timeframe=bars.timeframe, spread=spread)
 
 
 def volatility(bars: Bars, window: int) -> np.ndarray:

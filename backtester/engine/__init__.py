@@ -10,13 +10,14 @@ from backtester.engine.records import (
     trade_dt,
 )
 from backtester.engine.rules import Rules
-from backtester.engine.simulate import Decisions, SimulationResult, simulate
+from backtester.engine.simulate import CheckedPrices, Decisions, SimulationResult, simulate
 from backtester.engine.state import EngineState
 
 __all__ = [
     "EXIT_DIRECTION",
     "EXIT_REASON_NAMES",
     "RISK_REASON_NAMES",
+    "CheckedPrices",
     "Decisions",
     "EngineState",
     "ExitReason",

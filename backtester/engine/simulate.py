@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from backtester.engine.inputs import (
+    PRICE_FIELDS,
+    CheckedPrices,
+    check_decisions,
+    check_prices,
+    check_rule_inputs,
+)
 from backtester.engine.kernels import simulate_nb
 from backtester.engine.records import (
     ACCOUNT_CASH,
@@ -21,7 +28,6 @@ from backtester.engine.records import (
     CLOCK_HISTORY_POSITION,
     CLOCK_LAST_TIME,
     CLOCK_SIZE,
-    EXIT_DIRECTION,
     NO_TIME,
     RISK_REASON_NAMES,
     RISK_REFUSED,
@@ -36,9 +42,8 @@ from backtester.engine.rules import Rules, pack_rules
 from backtester.engine.state import EngineState, read_only, show
 from backtester.errors import EngineError
 
-__all__ = ["Decisions", "EngineState", "Rules", "SimulationResult", "simulate"]
-
-PRICE_FIELDS = ("open", "high", "low", "close")
+__all__ = ["CheckedPrices", "Decisions", "EngineState", "PRICE_FIELDS", "Rules",
+           "SimulationResult", "simulate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,7 @@ def simulate(
     close_at_end: bool = True,
     bar_offset: int | None = None,
     use_numba: bool = True,
+    checked_prices: bool = False,
 ) -> SimulationResult:
     """Simulate fills, exits and equity of ``decisions`` over bars x assets prices.
 
@@ -179,6 +185,10 @@ def simulate(
     use_numba : bool
         False runs the kernel's pure-Python body ``simulate_nb.py_func`` (slow; for
         debugging; its small helpers stay compiled).
+    checked_prices : bool
+        The prices are windows of a ``CheckedPrices`` (checked once for a whole run, as
+        ``portfolio.Trading`` does): their values are not checked again, only their shape
+        and dtype. False (the default) checks every price.
 
     Returns
     -------
@@ -189,22 +199,13 @@ def simulate(
     EngineError
         If an input is malformed; the message names the field and the fix.
     """
-    prices = {
-        name: _as_price_array(name, value)
-        for name, value in zip(PRICE_FIELDS, (open, high, low, close), strict=True)
-    }
-    shape = prices["open"].shape
-    for name, array in prices.items():
-        if array.shape != shape:
-            raise EngineError(
-                f"{name} has shape {array.shape}, was expected {shape} like open: pass the "
-                "price arrays of one Bars"
-            )
-    arrays = _as_decision_arrays(decisions, shape)
+    prices = check_prices((open, high, low, close), checked=checked_prices)
+    shape = prices[0].shape
+    arrays, n_decisions = check_decisions(decisions, shape)
     _check_scalars(commission, slippage, max_holding_bars, max_open_positions)
     rules = _resolve_rules(rules, commission, slippage, max_holding_bars, max_open_positions)
     n_bars, n_assets = shape
-    inputs = _as_rule_inputs(rules, shape, volume, spread, times, days)
+    inputs = check_rule_inputs(rules, shape, volume, spread, times, days)
     if state is None:
         state = EngineState.initial(n_assets, initial_cash, rules.correlation_window)
     _check_state(state, n_assets, rules.correlation_window)
@@ -233,7 +234,7 @@ def simulate(
     ]
     history = np.array(state.correlation_history, dtype=np.float64)
     capacity = (
-        np.count_nonzero(arrays[0])
+        n_decisions
         + np.count_nonzero(state.units)
         + np.count_nonzero(state.pending_direction)
     )
@@ -244,7 +245,7 @@ def simulate(
 
     kernel = simulate_nb if use_numba else simulate_nb.py_func
     n_trades, status = kernel(
-        prices["open"], prices["high"], prices["low"], prices["close"], *arrays, params,
+        *prices, *arrays, params,
         asset_params, *inputs, bool(close_at_end), int(bar_offset), account, clock,
         *state_arrays, history, equity, open_positions, trades, risk,
     )  # fmt: skip
@@ -306,71 +307,6 @@ def _resolve_rules(
     return rules
 
 
-def _as_rule_inputs(
-    rules: Rules,
-    shape: tuple[int, int],
-    volume: np.ndarray | None,
-    spread: np.ndarray | None,
-    times: np.ndarray | None,
-    days: np.ndarray | None,
-) -> list[np.ndarray]:
-    """Checked (volume, spread, times, days); dummy arrays stand in for those absent."""
-    needs_volume = rules.impact > 0.0 or rules.max_participation > 0.0
-    if volume is None and needs_volume:
-        raise EngineError(
-            "volume is None, was expected a (n_bars, n_assets) array: rules.impact and "
-            "rules.max_participation need the volume of each bar"
-        )
-    if times is None and rules.has_carry:
-        raise EngineError(
-            "times is None, was expected (n_bars,) int64 bar start times in ns: borrow and "
-            "funding rates are charged for the time positions are held"
-        )
-    if days is None and rules.daily_loss_limit > 0.0:
-        raise EngineError(
-            "days is None, was expected (n_bars,) int64 session-day ids: "
-            "rules.daily_loss_limit is measured from each day's opening equity"
-        )
-    out = []
-    for name, value in (("volume", volume), ("spread", spread)):
-        if value is None:
-            out.append(np.zeros((1, 1), dtype=np.float64))
-            continue
-        array = np.asarray(value)
-        if array.shape != shape or not np.issubdtype(array.dtype, np.number):
-            raise EngineError(
-                f"{name} has shape {array.shape} and dtype {array.dtype}, was expected "
-                f"{shape} numbers like the prices"
-            )
-        array = np.ascontiguousarray(array, dtype=np.float64)
-        bad = _first_bad(~(array >= 0.0) | ~np.isfinite(array))
-        if bad is not None:
-            raise EngineError(
-                f"{name}[{bad[0]}, {bad[1]}] is {show(array[bad])}, was expected a finite "
-                "number >= 0: fill missing values before simulating"
-            )
-        out.append(array)
-    for name, value in (("times", times), ("days", days)):
-        if value is None:
-            out.append(np.zeros(1, dtype=np.int64))
-            continue
-        array = np.asarray(value)
-        if array.shape != shape[:1] or not np.issubdtype(array.dtype, np.integer):
-            raise EngineError(
-                f"{name} has shape {array.shape} and dtype {array.dtype}, was expected "
-                f"({shape[0]},) int64, one per bar"
-            )
-        array = np.ascontiguousarray(array, dtype=np.int64)
-        bad = np.flatnonzero(np.diff(array) < 0)
-        if bad.size:
-            raise EngineError(
-                f"{name}[{bad[0] + 1}] is {array[bad[0] + 1]}, was expected >= "
-                f"{array[bad[0]]} ({name}[{bad[0]}]): pass bars in time order"
-            )
-        out.append(array)
-    return out
-
-
 def _check_clock(state: EngineState, times: np.ndarray | None, days: np.ndarray | None) -> None:
     """The chunk's first time and day must not go back before the state's last ones."""
     for name, array, last in (("times", times, state.last_time), ("days", days, state.day)):
@@ -379,85 +315,6 @@ def _check_clock(state: EngineState, times: np.ndarray | None, days: np.ndarray 
                 f"{name}[0] is {int(array[0])}, was expected >= {last} (the state's last "
                 f"{name[:-1]}): pass the state of the chunk right before this one"
             )
-
-
-def _first_bad(mask: np.ndarray) -> tuple[int, ...] | None:
-    """Index of the first True in ``mask``, or None."""
-    flat = np.flatnonzero(mask)
-    if flat.size == 0:
-        return None
-    return tuple(int(i) for i in np.unravel_index(flat[0], mask.shape))
-
-
-def _as_price_array(name: str, value: np.ndarray) -> np.ndarray:
-    array = np.asarray(value)
-    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
-        raise EngineError(
-            f"{name} has shape {array.shape}, was expected (n_bars, n_assets) with at least "
-            "one bar and one asset: pass a 2-D array (Bars.open etc.)"
-        )
-    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise EngineError(f"{name} has dtype {array.dtype}, was expected float64 prices")
-    array = np.ascontiguousarray(array, dtype=np.float64)
-    bad = _first_bad(~(array > 0.0) | ~np.isfinite(array))
-    if bad is not None:
-        raise EngineError(
-            f"{name}[{bad[0]}, {bad[1]}] is {show(array[bad])}, prices must be finite and > 0: "
-            "drop or fill those bars before simulating"
-        )
-    return array
-
-
-def _as_decision_arrays(decisions: Decisions, shape: tuple[int, int]) -> list[np.ndarray]:
-    """Checked, contiguous decision arrays in the kernel's argument order."""
-    if not isinstance(decisions, Decisions):
-        raise EngineError(
-            f"decisions is a {type(decisions).__name__}, was expected a Decisions: "
-            "build one with Decisions.empty(n_bars, n_assets) and fill it"
-        )
-    raw = {
-        name: np.asarray(getattr(decisions, name))
-        for name in ("direction", "size", "stop_loss", "take_profit", "decision_id")
-    }
-    for name, array in raw.items():
-        if array.shape != shape:
-            raise EngineError(
-                f"decisions.{name} has shape {array.shape}, was expected {shape} like the "
-                "prices: build it with Decisions.empty(n_bars, n_assets)"
-            )
-    for name in ("direction", "decision_id"):
-        if not np.issubdtype(raw[name].dtype, np.integer):
-            raise EngineError(
-                f"decisions.{name} has dtype {raw[name].dtype}, was expected an integer dtype"
-            )
-    direction = raw["direction"]
-    bad = _first_bad((direction < -1) | (direction > EXIT_DIRECTION))
-    if bad is not None:
-        raise EngineError(
-            f"decisions.direction[{bad[0]}, {bad[1]}] is {show(direction[bad])}, was expected "
-            f"-1, 0, +1 or {EXIT_DIRECTION} (EXIT_DIRECTION: close, open nothing)"
-        )
-    direction = np.ascontiguousarray(direction, dtype=np.int8)
-    active = (direction != 0) & (direction != EXIT_DIRECTION)
-    size = np.ascontiguousarray(raw["size"], dtype=np.float64)
-    bad = _first_bad(active & ~((size > 0.0) & np.isfinite(size)))
-    if bad is not None:
-        raise EngineError(
-            f"decisions.size[{bad[0]}, {bad[1]}] is {show(size[bad])} on a decision, was expected "
-            "a finite fraction of equity > 0"
-        )
-    distances = []
-    for name in ("stop_loss", "take_profit"):
-        distance = np.ascontiguousarray(raw[name], dtype=np.float64)
-        bad = _first_bad(active & ((distance < 0.0) | np.isinf(distance)))
-        if bad is not None:
-            raise EngineError(
-                f"decisions.{name}[{bad[0]}, {bad[1]}] is {show(distance[bad])} on a decision, "
-                "was expected a fractional distance >= 0 (0 or NaN for none)"
-            )
-        distances.append(distance)
-    decision_id = np.ascontiguousarray(raw["decision_id"], dtype=np.int64)
-    return [direction, size, *distances, decision_id]
 
 
 def _check_scalars(

@@ -1,0 +1,23 @@
+"""Loading the config module stays light: no pandas, numba or numpy (``bt memory inspect``
+and every command start with it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_import_config_loads_neither_pandas_nor_numba():
+    code = ("import backtester.config, sys; "
+            "print('pandas' in sys.modules, 'numba' in sys.modules, 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["False", "False", "False"]
+
+
+def test_moved_configs_are_still_importable_from_their_old_modules():
+    from backtester import portfolio, portfolio_config, regime, regime_config
+
+    assert regime.RegimeConfig is regime_config.RegimeConfig
+    for name in ("RiskConfig", "SizingConfig", "CostsConfig", "DEFAULT_KEY", "PerSymbol"):
+        assert getattr(portfolio, name) is getattr(portfolio_config, name)
