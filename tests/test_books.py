@@ -213,6 +213,6 @@ def test_a_manifest_naming_a_run_outside_the_runs_folder_is_refused_on_resume(ma
                               "chunk_kind": "month"}
     path.write_bytes(orjson.dumps(manifest))
     # Act / Assert
-    with pytest.raises(MemoryStoreError, match="is not a run folder name"):
+    with pytest.raises(MemoryStoreError, match="is not a folder name"):
         run_backtest(config, bars=bars.slice(0, march), first=first, resume=True)
     assert not (tmp_path / "outside").exists()

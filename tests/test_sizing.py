@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from kit import make_config
 
+from backtester.config import load_config
 from backtester.data.bars import Bars
 from backtester.errors import ConfigError
 from backtester.monitor import adapt
@@ -185,7 +186,8 @@ def test_realism_sections_refuse_bad_values_in_one_line(tmp_path):
 
 def test_sections_at_their_defaults_leave_the_config_hash_as_before(tmp_path):
     # The decision hash of a config that never names [risk], [sizing], [costs] or
-    # [features] is the one bt computed before they existed: the same canonical JSON
+    # [features] (or the newer monitor and data keys) is the one bt computed before they
+    # existed (995ca10d for configs/default.toml): the same canonical JSON
     # without them (so existing memory folders and decision ids stay valid).
     import hashlib
 
@@ -198,6 +200,9 @@ def test_sections_at_their_defaults_leave_the_config_hash_as_before(tmp_path):
     for key in ("adapt_threshold", "threshold_step", "threshold_max",
                 "adapt_volatility_target", "volatility_target_step", "volatility_target_min"):
         data["monitor"].pop(key)
+    for key in ("on_duplicate", "max_rows"):
+        data["data"].pop(key)
     expected = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
     assert config.hash() == expected
+    assert load_config().decision_hash()[:8] == "995ca10d"  # the published default
     assert make_config(tmp_path, **{"risk.max_drawdown": 0.1}).hash() != expected
