@@ -51,21 +51,30 @@ def remember_decisions(open_decisions: dict[str, dict[str, Any]], names: list[st
         return
     rows, cols = candidates.bar - chunk_start, candidates.asset
     taken = np.flatnonzero(decisions.direction[rows, cols] != 0)
-    ids = decisions.decision_id[rows, cols]
-    abstained = [v.abstentions() for v in votes]
-    for k in taken:
-        open_decisions[str(int(ids[k]))] = {
-            "regime": REGIME_NAMES[int(decided.regimes[k])],
-            "volatility": float(np.nan_to_num(volatility[candidates.bar[k],
-                                                         candidates.asset[k]])),
-            "votes": {name: {"vote": int(v.vote[k]), "confidence": float(v.confidence[k]),
-                             **({"abstained": True} if a[k] else {})}
-                      for name, v, a in zip(names, votes, abstained)},
-            "reasoning": " ".join(v.reasoning[k] for v in votes
-                                  if v.reasoning and v.reasoning[k]),
-            "ensemble_score": float(decided.score[k]),
-            "memory_vote": float(decided.memory_vote[k]),
-            "state": [float(x) for x in decided.states[k]],
+    if not len(taken):
+        return
+    # Whole columns at once (tolist gives the same Python values as float()/int() each).
+    ids = decisions.decision_id[rows, cols][taken].tolist()
+    regimes = [REGIME_NAMES[code] for code in decided.regimes[taken].astype(int).tolist()]
+    vol = np.nan_to_num(volatility[candidates.bar[taken], candidates.asset[taken]]).tolist()
+    columns = [(name, v.vote[taken].tolist(), v.confidence[taken].tolist(),
+                np.asarray(v.abstentions(), dtype=bool)[taken].tolist(),
+                v.reasoning) for name, v in zip(names, votes)]
+    scores = decided.score[taken].tolist()
+    memory_votes = decided.memory_vote[taken].tolist()
+    states = decided.states[taken].tolist()
+    for j, k in enumerate(taken.tolist()):
+        open_decisions[str(ids[j])] = {
+            "regime": regimes[j],
+            "volatility": float(vol[j]),
+            "votes": {name: {"vote": int(vote[j]), "confidence": float(confidence[j]),
+                             **({"abstained": True} if abstained[j] else {})}
+                      for name, vote, confidence, abstained, _ in columns},
+            "reasoning": " ".join(reasoning[k] for *_, reasoning in columns
+                                  if reasoning and reasoning[k]),
+            "ensemble_score": scores[j],
+            "memory_vote": memory_votes[j],
+            "state": states[j],
         }
 
 

@@ -14,6 +14,11 @@ Store half (this file's own):
 Vector half (``vector_half``, marked below): the same commit with the vector index
 written through ``backtester.memory.vectors`` (hashing embedder), and the open of store +
 vector index together. Prints "vectors pending" where that module is absent.
+
+Scaling (``--held 1000,10000[,100000]``): as a run does it (the text index not read nor
+embedded, one sync per chunk), the commit of one chunk of ``--chunk-outcomes`` and the
+open (store + state index + outcome check) against the outcomes the memory holds; the
+target is flat within 2x from the smallest to the largest.
 """
 
 from __future__ import annotations
@@ -197,6 +202,64 @@ def vector_half(root: Path, folder: Path, n_outcomes: int, repeats: int) -> None
     line(f"commit of {n_outcomes:,} outcomes with vectors", times, "s")
 
 
+def scaling(root: Path, held: list[int], chunk: int, repeats: int) -> None:
+    """Commit and open times against the outcomes held, as a run does them."""
+    from backtester.memory.embedders import HashingEmbedder
+    from backtester.memory.integrity import FILES_KEY
+    from backtester.memory.vectors import VectorMemory
+
+    embedder, rng = HashingEmbedder(), np.random.default_rng(5)
+
+    def open_as_run(path: Path) -> tuple[MemoryStore, VectorMemory]:
+        store = MemoryStore.open(path, config_hash=HASH)
+        memory = VectorMemory.load(path, committed_generation=store.generation, max_size=1000,
+                                   embedder=embedder, files=store.manifest.get(FILES_KEY),
+                                   text=False)
+        store.check_outcomes(memory.searched_ids())
+        return store, memory
+
+    def commit_as_run(path: Path, outcomes: list[dict]) -> float:
+        store, memory = open_as_run(path)
+
+        def write_vectors(folder: Path, generation: int) -> dict:
+            states = np.array([o["state"] for o in outcomes], dtype=np.float32)
+            rows = [{k: o[k] for k in ("decision_id", "symbol", "direction", "return_pct",
+                                       "pnl", "exit_reason", "regime", "entry_time",
+                                       "description")} for o in outcomes]
+            memory.add(states, None, rows, generation)
+            return memory.save(folder, generation)
+
+        return commit(store, store.generation + 1, outcomes, write_vectors)
+
+    print(f"scaling (as a run: no text embedding, one sync a chunk), chunks of {chunk:,}")
+    figures = {}
+    for size in held:
+        folder = root / f"held{size}"
+        while True:
+            store = MemoryStore.open(folder, config_hash=HASH)
+            count = sum(c["outcomes"] for c in store.committed_chunks())
+            if count >= size:
+                break
+            batch = min(5000, size - count)
+            commit_as_run(folder, make_outcomes(store.generation + 1, batch,
+                                                store.generation + 1, rng))
+        opens = timed(lambda: open_as_run(folder), repeats)
+        commits = []
+        for repeat in range(repeats):
+            copy = root / f"held{size}_{repeat}"
+            shutil.copytree(folder, copy)
+            generation = MemoryStore.open(copy, config_hash=HASH).generation + 1
+            commits.append(commit_as_run(copy, make_outcomes(generation, chunk, generation,
+                                                             rng)))
+            shutil.rmtree(copy)
+        figures[size] = (statistics.median(commits), statistics.median(opens))
+        line(f"commit of {chunk:,} into {size:,} held", commits, "ms")
+        line(f"open with {size:,} held", opens, "ms")
+    small, large = figures[min(figures)], figures[max(figures)]
+    print(f"  ratio largest/smallest: commit {large[0] / small[0]:.2f}x, open "
+          f"{large[1] / small[1]:.2f}x (target <= 2x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outcomes", type=int, default=1000)
@@ -204,7 +267,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=None,
                         help="where to write (default: a temporary folder)")
+    parser.add_argument("--held", default="",
+                        help="comma-separated outcomes held, e.g. 1000,10000: scaling only")
+    parser.add_argument("--chunk-outcomes", type=int, default=200)
     arguments = parser.parse_args()
+    if arguments.held:
+        with tempfile.TemporaryDirectory(dir=arguments.dir, prefix="bench_memory_") as temp:
+            scaling(Path(temp), [int(n) for n in arguments.held.split(",")],
+                    arguments.chunk_outcomes, arguments.repeats)
+        return
     with tempfile.TemporaryDirectory(dir=arguments.dir, prefix="bench_memory_") as temporary:
         root = Path(temporary)
         folder = store_half(root, arguments.outcomes, arguments.chunks, arguments.repeats)

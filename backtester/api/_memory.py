@@ -146,6 +146,7 @@ class Memory:
         vectors = VectorMemory.load(self.folder, committed_generation=self.generation,
                                     max_size=10**9, embedder=embedder,
                                     files=self._store.manifest.get(FILES_KEY))
+        vectors.outcome_reader = self._store.outcomes_by_id  # rows a run left unembedded
         hits = vectors.search_text(text, k)
         frame = pd.DataFrame(hits)
         if frame.empty:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 
-from backtester.cli.common import ConfigOpt, console, fail, fmt, load
+from backtester.cli.common import ConfigOpt, console, error_console, fail, fmt, load
 from backtester.errors import BtError, MemoryStoreError
 
 app = typer.Typer(help="Inspect, search, repair and reset the memory folder.",
@@ -251,9 +251,15 @@ def search(
         vectors = VectorMemory.load(folder, committed_generation=store.generation,
                                     max_size=10**9, embedder=embedder or HashingEmbedder(),
                                     files=store.manifest.get("files"))
+        vectors.outcome_reader = store.outcomes_by_id
+        behind = vectors.info()["rows"] - vectors.text_rows
         hits = vectors.search_text(text, k)
     except BtError as e:
         fail(e)
+    if behind and not json:  # the run leaves text to whoever reads it; nothing written
+        error_console.print(f"note: embedded {behind:,} situations the text index lacked, for "
+                          "this search only; `bt memory doctor` stores them", highlight=False,
+                          markup=False)
     if json:
         _print_json(hits)
         return

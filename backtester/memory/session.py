@@ -18,11 +18,11 @@ import pandas as pd
 
 from backtester.config import Config
 from backtester.ensemble import empty_stats
-from backtester.memory.embedders import default_embedder, preload
+from backtester.memory.embedders import default_embedder
 from backtester.memory.io import FolderLock
 from backtester.memory.integrity import FILES_KEY
 from backtester.memory.store import MemoryStore
-from backtester.memory.texts import STATE_NAMES, STATE_REGIMES, index_text, state_names
+from backtester.memory.texts import STATE_NAMES, STATE_REGIMES, state_names
 from backtester.memory.vectors import VectorMemory
 from backtester.providers.base import Candidates, MarketContext
 from backtester.timeframes import higher_feature_names
@@ -73,12 +73,13 @@ class MemorySession:
         with FolderLock(folder):
             store = MemoryStore.open(folder, config_hash=config.decision_hash(),
                                      create=learns, read_only=not learns)
+            # Named only: a run never embeds text (the sentence model, torch, stay unloaded);
+            # the text index catches up when something reads it (`bt memory search`).
             embedder = default_embedder(config.memory.embedder)
-            preload(embedder)
             vectors = VectorMemory.load(
                 folder, committed_generation=store.generation,
                 max_size=config.memory.max_memory_size, embedder=embedder, state_names=names,
-                files=store.manifest.get(FILES_KEY),
+                files=store.manifest.get(FILES_KEY), text=False,
             )
             # A bad outcome file is an error, never skipped: those the vector memory
             # searches are validated in full, the others by name and size (an open does
@@ -105,13 +106,12 @@ class MemorySession:
         """Write one chunk: outcomes, stats, snapshot, vectors, then the manifest."""
         states = np.array([o["state"] for o in outcomes], dtype=np.float32).reshape(
             len(outcomes), len(self.state_names))
-        texts = [index_text(o, self.state_names) for o in outcomes]
         rows = [{k: o[k] for k in ("decision_id", "symbol", "direction", "return_pct", "pnl",
                                    "exit_reason", "regime", "entry_time", "generation",
                                    "description")} for o in outcomes]
 
         def write_vectors(folder: Path, generation: int) -> dict[str, Any]:
-            self.vectors.add(states, texts, rows, generation)
+            self.vectors.add(states, None, rows, generation)  # text: embedded when read
             return self.vectors.save(folder, generation)  # digests for the manifest
 
         self.store.commit_chunk(

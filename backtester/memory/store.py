@@ -46,6 +46,7 @@ from backtester.memory.io import (
     read_json,
     read_json_bytes,
     write_json,
+    write_many_synced_once,
 )
 from backtester.memory.integrity import (  # noqa: F401 (re-exported: the file layout)
     DERIVED_FILES,
@@ -263,6 +264,14 @@ class MemoryStore:
             pass
         return len(names)
 
+    def outcomes_by_id(self, decision_ids: Collection[int]) -> dict[int, dict]:
+        """The outcome files of ``decision_ids`` that exist, validated, by decision id
+        (what the text index reads to embed the rows it lacks)."""
+        present = set(_outcome_names(self.folder))
+        names = [name for name in (f"outcome_{i}.json" for i in decision_ids if is_int(i))
+                 if name in present]
+        return {outcome["decision_id"]: outcome for outcome in self._outcomes(names)}
+
     def _outcomes(self, names: list[str] | None = None) -> Iterator[dict]:
         """Every outcome file's document (or those of ``names``), validated (schema, keys,
         finite numbers, the decision id of its name); a bad one raises naming it."""
@@ -401,15 +410,17 @@ class MemoryStore:
             # An empty manifest first: outcome files without one are then always a lost
             # manifest (refused, rebuilt by the doctor), never a first commit that crashed.
             atomic_write_many([(self.folder / MANIFEST, dumps_json(self.manifest))])
-        atomic_write_many(outcome_files)
         encoded = {}
         for name, key in DERIVED_FILES.items():
             encoded[key] = dumps_json(
                 {"schema_version": SCHEMA_VERSION, "generation": generation, key: state[key]}
             )
-        atomic_write_many(
-            (self.folder / name, encoded[key]) for name, key in DERIVED_FILES.items()
-        )
+        # One sync for the chunk's files, not one per file: all are durable before any
+        # is renamed into place, and the manifest (fsynced, last) is the commit point.
+        write_many_synced_once([
+            *outcome_files,
+            *((self.folder / name, encoded[key]) for name, key in DERIVED_FILES.items()),
+        ])
         write_json(self.folder / snapshot_name, {**snapshot, **written})
         files = {name: digest(encoded[key]) for name, key in DERIVED_FILES.items()}
         if vectors is not None:

@@ -11,12 +11,14 @@ and the repair (``bt memory doctor``, with ``--memory-dir`` unless the default f
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 import orjson
+import pandas as pd
 
 from backtester.errors import MemoryStoreError
 from backtester.memory.embedders import Embedder
@@ -49,11 +51,11 @@ def _kind(embedder: Embedder) -> str:
 
 
 def write_files(folder: Path | str, files: list[tuple[str, bytes]]) -> dict[str, dict[str, Any]]:
-    """Write the three files (``encode_files``' [(path relative to ``folder``, bytes)],
+    """Write the files (``encode_files``' [(path relative to ``folder``, bytes)],
     index.json last), each atomically; returns their digests for the manifest."""
     (Path(folder) / VECTORS_FOLDER).mkdir(parents=True, exist_ok=True)
-    atomic_write_many([(Path(folder) / name, data) for name, data in files[:2]])
-    atomic_write_bytes(Path(folder) / files[2][0], files[2][1])
+    atomic_write_many([(Path(folder) / name, data) for name, data in files[:-1]])
+    atomic_write_bytes(Path(folder) / files[-1][0], files[-1][1])
     return {name: digest(data) for name, data in files}
 
 
@@ -152,9 +154,10 @@ def _is_count(value: Any) -> bool:
 
 
 def _read_faiss(path: Path, *, metric: int, dim: int, count: int, folder: Path | None = None,
-                files: dict[str, Any] | None = None) -> np.ndarray:
+                files: dict[str, Any] | None = None, at_least: bool = False) -> np.ndarray:
     """The vectors (count, dim) float32 of a flat FAISS index file, checked (against the
-    manifest's digest too, when ``files`` holds one)."""
+    manifest's digest too, when ``files`` holds one); ``at_least``: the file may hold more
+    rows (a text index whose last rows a run dropped), the first ``count`` are returned."""
     kind = "IndexFlatL2" if metric == faiss.METRIC_L2 else "IndexFlatIP"
     folder = path.parent.parent if folder is None else folder
     _DOCTOR = _doctor(folder)  # noqa: N806
@@ -178,10 +181,72 @@ def _read_faiss(path: Path, *, metric: int, dim: int, count: int, folder: Path |
     if index.d != dim:
         raise MemoryStoreError(f"{path}: vectors must have {dim} dimensions as index.json "
                                f"says, was {index.d}; {_DOCTOR}")
-    if index.ntotal != count:
+    if index.ntotal != count and not (at_least and index.ntotal > count):
         raise MemoryStoreError(f"{path}: holds {index.ntotal} rows, was {count} rows in "
                                f"index.json; {_DOCTOR}")
     if not count or not dim:
         return np.zeros((count, dim), dtype=np.float32)
     flat = faiss.rev_swig_ptr(index.get_xb(), count * dim)
     return np.array(flat, dtype=np.float32).reshape(count, dim)
+
+
+# ---------------------------------------------------------------------- rows
+
+_INPUT_FIELDS = tuple(field for field in ROW_FIELDS if field != "generation")
+
+
+def _generation_of(outcome: dict[str, Any]) -> int:
+    value = outcome.get("generation")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise MemoryStoreError(f"outcome {outcome.get('decision_id')!r}: field 'generation' "
+                               f"must be an integer, was {value!r}")
+    return int(value)
+
+
+def _clean_row(row: dict[str, Any], generation: int) -> dict[str, Any]:
+    """The row's metadata as JSON-ready Python values, with its generation."""
+    missing = [field for field in _INPUT_FIELDS if field not in row]
+    if missing:
+        raise MemoryStoreError(f"vector memory: row {row.get('decision_id')!r} lacks "
+                               f"{', '.join(missing)}; each row needs {', '.join(_INPUT_FIELDS)}")
+    clean = {field: _plain(row[field]) for field in _INPUT_FIELDS}
+    clean["generation"] = int(generation)
+    for field in ("direction", "return_pct"):
+        value = clean[field]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not np.isfinite(value):
+            raise MemoryStoreError(f"vector memory: row {clean['decision_id']!r} field "
+                                   f"{field!r} must be a finite number, was {value!r}")
+    clean["entry_time"] = _plain_time(clean["entry_time"])
+    return clean
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _plain_time(value: Any) -> int | str:
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, (dt.datetime, np.datetime64, pd.Timestamp)):
+        stamp = pd.Timestamp(value)
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        return stamp.isoformat()
+    raise MemoryStoreError(f"vector memory: entry_time must be ns since the epoch (UTC) or an "
+                           f"ISO-8601 time, was {value!r}")
+
+
+def _times_ns(values: list[Any]) -> np.ndarray:
+    """Entry times (ints in ns UTC, or ISO-8601 strings; naive = UTC) as int64 ns."""
+    if all(isinstance(value, int) and not isinstance(value, bool) for value in values):
+        return np.array(values, dtype=np.int64)
+    if all(isinstance(value, str) for value in values):
+        return pd.to_datetime(values, utc=True, format="ISO8601").as_unit("ns").asi8.copy()
+    return np.array([value if isinstance(value, int) else _timestamp_ns(value)
+                     for value in values], dtype=np.int64)
+
+
+def _timestamp_ns(value: Any) -> int:
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return int(stamp.as_unit("ns").value)

@@ -6,9 +6,13 @@ One id space, two FAISS indexes, stored under ``<memory>/vectors/``:
   (features + regime one-hot). Searches run in a standardised space (mean and standard
   deviation per dimension over the rows kept for search), in a small index rebuilt at load.
 - ``text.faiss``: ``IndexFlatIP`` of normalised text embeddings of each outcome's
-  description (and reasoning): cosine similarity, for ``bt memory search`` and prompts.
-- ``index.json``: schema version, generation, both embedders' names and dimensions, and
-  one metadata dict per row; row ``i`` of both indexes belongs to ``rows[i]``. The state
+  description (and reasoning): cosine similarity, for ``bt memory search``. It covers the
+  first ``text_rows`` rows (index.json) and may lag behind the state index: a run never
+  embeds text (nor imports torch); whoever reads it embeds the rows it lacks
+  (``catch_up_text``), from the outcome files, and ``bt memory doctor`` stores them.
+- ``index.json``: schema version, generation, both embedders' names and dimensions,
+  ``text_rows`` (absent in folders from before: every row), and one metadata dict per
+  row; row ``i`` of both indexes belongs to ``rows[i]``. The state
   embedder ``features-v1`` is the 12 features and the regime one-hot (``STATE_NAMES``);
   ``features-v2`` records its dimensions' names (with ``features.timeframes``), and an
   index is refused by a run whose state vectors are made of other names.
@@ -20,18 +24,16 @@ Files are FAISS's own binary format and JSON (no pickle), each written atomicall
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 import orjson
-import pandas as pd
 
 from backtester.errors import MemoryStoreError
 from backtester.memory.embedders import Embedder, encode_unique
-from backtester.memory.integrity import refuse_symlinks
+from backtester.memory.integrity import digest, refuse_symlinks
 from backtester.memory.texts import STATE_NAMES, index_text, state_names_mismatch
 from backtester.memory.vector_files import (  # noqa: F401 (re-exported: the file layout)
     INDEX_FILE,
@@ -42,15 +44,17 @@ from backtester.memory.vector_files import (  # noqa: F401 (re-exported: the fil
     STATES_FILE,
     TEXT_FILE,
     VECTORS_FOLDER,
+    _clean_row,
     _doctor,
+    _generation_of,
+    _is_count,
+    _times_ns,
     _previous_names,
     _read_faiss,
     _read_index_json,
     _recorded_names,
     write_files,
 )
-
-_INPUT_FIELDS = tuple(field for field in ROW_FIELDS if field != "generation")
 
 
 class VectorMemory:
@@ -73,11 +77,16 @@ class VectorMemory:
         self.generation = int(generation)
         self._state_dim: int | None = None
         self._states = np.zeros((0, 0), dtype=np.float32)
-        self._texts = np.zeros((0, embedder.dim), dtype=np.float32)
+        # text vectors of rows[:_text_rows]; None: on disk only, not read (a run)
+        self._texts: np.ndarray | None = np.zeros((0, embedder.dim), dtype=np.float32)
+        self._text_rows = 0
+        self._text_digest: dict[str, Any] | None = None  # text.faiss's, kept when not read
+        self._pending_texts: dict[Any, str] = {}  # texts given to add, not embedded yet
+        self.outcome_reader: Any = None  # decision ids -> {id: outcome}, for catch_up_text
         self._rows: list[dict[str, Any]] = []
         self._times = np.zeros(0, dtype=np.int64)  # entry times, ns UTC, for "newest"
         self._signed_returns = np.zeros(0, dtype=np.float64)  # direction * return_pct
-        self._staged: list[tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]] = []
+        self._staged: list[tuple[np.ndarray, np.ndarray | None, list[dict[str, Any]]]] = []
         self._kept = np.zeros(0, dtype=np.int64)  # rows searched, ascending
         self._mean = np.zeros(0)
         self._scale = np.ones(0)
@@ -89,7 +98,7 @@ class VectorMemory:
     @classmethod
     def load(cls, folder: Path, *, committed_generation: int, max_size: int,
              embedder: Embedder, state_names: tuple[str, ...] | None = None,
-             files: dict[str, Any] | None = None) -> VectorMemory:
+             files: dict[str, Any] | None = None, text: bool = True) -> VectorMemory:
         """Load ``<folder>/vectors/``, keeping rows of committed generations only.
 
         Parameters
@@ -110,6 +119,9 @@ class VectorMemory:
         files
             The manifest's digests ({"vectors/<file>": {"sha256", "size"}}): each file's
             bytes must match. None (a folder saved before digests): not checked.
+        text
+            Whether to read the text index (``search_text``); a run does not, and keeps
+            text.faiss (and its digest) as it is when it saves.
 
         Raises
         ------
@@ -151,8 +163,17 @@ class VectorMemory:
             memory._state_names = recorded
         states = _read_faiss(vectors / STATES_FILE, metric=faiss.METRIC_L2, dim=state_dim,
                              count=len(rows), folder=folder, files=files)
-        texts = _read_faiss(vectors / TEXT_FILE, metric=faiss.METRIC_INNER_PRODUCT,
-                            dim=embedder.dim, count=len(rows), folder=folder, files=files)
+        text_rows = header.get("text_rows", len(rows))
+        if not _is_count(text_rows) or text_rows > len(rows):
+            raise MemoryStoreError(f"{index_path}: text_rows must be an integer from 0 to "
+                                   f"{len(rows)}, was {text_rows!r}; {_doctor(folder)}")
+        texts = None
+        if text:
+            texts = _read_faiss(vectors / TEXT_FILE, metric=faiss.METRIC_INNER_PRODUCT,
+                                dim=embedder.dim, count=text_rows, folder=folder, files=files,
+                                at_least="text_rows" in header)
+        else:
+            memory._text_digest = (files or {}).get(f"{VECTORS_FOLDER}/{TEXT_FILE}")
         try:
             generations = np.fromiter((row["generation"] for row in rows), dtype=np.int64,
                                       count=len(rows))
@@ -169,12 +190,15 @@ class VectorMemory:
         committed = generations <= committed_generation
         if not committed.all():
             keep = np.flatnonzero(committed)
-            states, texts, times = states[keep], texts[keep], times[keep]
+            text_rows = min(text_rows, int(np.argmin(committed)))  # the prefix before a drop
+            states, times = states[keep], times[keep]
             directions, returns = directions[keep], returns[keep]
             rows = [rows[i] for i in keep]
         memory.generation = min(header["generation"], committed_generation)
         memory._state_dim = state_dim
-        memory._states, memory._texts, memory._rows, memory._times = states, texts, rows, times
+        memory._states, memory._rows, memory._times = states, rows, times
+        memory._texts = None if texts is None else texts[:text_rows]
+        memory._text_rows = text_rows
         memory._signed_returns = directions * returns
         memory._refresh_search()
         return memory
@@ -184,32 +208,54 @@ class VectorMemory:
 
         Every file is written atomically (temporary file, fsync, rename). The caller writes
         the memory's manifest after this returns, with the returned digests
-        ({"vectors/<file>": {"sha256", "size"}}) that ``load`` verifies.
+        ({"vectors/<file>": {"sha256", "size"}}) that ``load`` verifies. A text index not
+        read (a run) is left as it is, its digest carried over; a missing one is written
+        empty (covering no row).
         """
         self.commit_staged()
         self.generation = int(generation)
-        return write_files(folder, self.encode_files())
+        if self._texts is not None and self._pending_texts and all(
+                row["decision_id"] in self._pending_texts
+                for row in self._rows[self._text_rows:]):
+            self.catch_up_text()  # texts given to add, with the text index read: store them
+        text_path = Path(folder) / VECTORS_FOLDER / TEXT_FILE
+        if self._texts is not None or not text_path.exists():
+            if self._texts is None:
+                self._texts, self._text_rows = self._empty_texts(), 0
+            return write_files(folder, self.encode_files())
+        kept = self._text_digest
+        if kept is None:  # a folder saved before digests: this file is now recorded
+            kept = digest(text_path.read_bytes())
+        files = self.encode_files(with_text=False)
+        written = write_files(folder, files)
+        return {**written, f"{VECTORS_FOLDER}/{TEXT_FILE}": kept}
 
-    def encode_files(self) -> list[tuple[str, bytes]]:
+    def _empty_texts(self) -> np.ndarray:
+        return np.zeros((0, self._embedder.dim), dtype=np.float32)
+
+    def encode_files(self, *, with_text: bool = True) -> list[tuple[str, bytes]]:
         """The committed rows as the three files' bytes: [(path relative to the memory
-        folder, bytes)], index.json last."""
+        folder, bytes)], index.json last (without text.faiss: ``with_text`` False)."""
         state_dim = self._state_dim or 0
         states = faiss.IndexFlatL2(state_dim)
-        texts = faiss.IndexFlatIP(self._embedder.dim)
         if self._rows:
             states.add(self._states)
-            texts.add(self._texts)
         header = {
             "schema_version": SCHEMA_VERSION,
             "generation": self.generation,
             "state_dim": state_dim,
             "text_embedder": {"name": self._embedder.name, "dim": self._embedder.dim},
             "state_embedder": self._state_embedder(state_dim),
+            "text_rows": self._text_rows,
             "rows": self._rows,
         }
-        return [(f"{VECTORS_FOLDER}/{STATES_FILE}", faiss.serialize_index(states).tobytes()),
-                (f"{VECTORS_FOLDER}/{TEXT_FILE}", faiss.serialize_index(texts).tobytes()),
-                (f"{VECTORS_FOLDER}/{INDEX_FILE}", orjson.dumps(header))]
+        files = [(f"{VECTORS_FOLDER}/{STATES_FILE}", faiss.serialize_index(states).tobytes())]
+        if with_text:
+            texts = faiss.IndexFlatIP(self._embedder.dim)
+            if self._text_rows:
+                texts.add(np.ascontiguousarray(self._texts[:self._text_rows]))
+            files.append((f"{VECTORS_FOLDER}/{TEXT_FILE}", faiss.serialize_index(texts).tobytes()))
+        return [*files, (f"{VECTORS_FOLDER}/{INDEX_FILE}", orjson.dumps(header))]
 
     def _state_embedder(self, state_dim: int) -> dict[str, Any]:
         """index.json's record of what the state vectors are made of."""
@@ -231,7 +277,7 @@ class VectorMemory:
         """The decision ids of the rows kept for search (the newest ``max_size``)."""
         return {self._rows[i]["decision_id"] for i in self._kept}
 
-    def add(self, states: np.ndarray, texts: list[str], rows: list[dict[str, Any]],
+    def add(self, states: np.ndarray, texts: list[str] | None, rows: list[dict[str, Any]],
             generation: int) -> None:
         """Stage one chunk's closed trades; searches see them after ``commit_staged``.
 
@@ -241,7 +287,8 @@ class VectorMemory:
             Raw state vectors at entry, (n, d) (features and regime one-hot), finite.
         texts
             One text per row (description, plus " " + reasoning when there is one),
-            embedded in one batch.
+            embedded when a text search needs them (never here); None: a reader embeds
+            them from the outcome files (``outcome_reader``).
         rows
             One metadata dict per row with the keys of ``ROW_FIELDS`` except
             "generation"; "direction" (+1 long, -1 short) and "return_pct" finite numbers,
@@ -251,25 +298,31 @@ class VectorMemory:
             The generation the rows belong to (the chunk being committed).
         """
         states = np.array(states, dtype=np.float32)  # a copy: the caller may reuse its array
-        if states.ndim != 2 or not len(states) == len(texts) == len(rows):
+        n_texts = len(rows) if texts is None else len(texts)
+        if states.ndim != 2 or not len(states) == n_texts == len(rows):
             raise MemoryStoreError(
                 f"vector memory: add needs states (n, d), n texts and n rows, was states "
-                f"{states.shape}, {len(texts)} texts and {len(rows)} rows"
+                f"{states.shape}, {n_texts} texts and {len(rows)} rows"
             )
         if not len(rows):
             return
         clean_rows = [_clean_row(row, generation) for row in rows]
-        self._check_states(states)  # before the (slow) embedding
-        self._stage(states, encode_unique(self._embedder, list(texts)), clean_rows)
+        self._stage(states, None, clean_rows)
+        if texts is not None:
+            self._pending_texts.update(
+                (row["decision_id"], str(text)) for row, text in zip(clean_rows, texts))
 
-    def _stage(self, states: np.ndarray, texts: np.ndarray, rows: list[dict[str, Any]]) -> None:
+    def _stage(self, states: np.ndarray, texts: np.ndarray | None,
+               rows: list[dict[str, Any]]) -> None:
         self._check_states(states)
-        if texts.shape != (len(rows), self._embedder.dim):
+        if texts is not None and texts.shape != (len(rows), self._embedder.dim):
             raise MemoryStoreError(
                 f"vector memory: embedder {self._embedder.name!r} returned vectors of shape "
                 f"{texts.shape}, was expected ({len(rows)}, {self._embedder.dim})"
             )
-        self._staged.append((states, np.ascontiguousarray(texts, dtype=np.float32), rows))
+        if texts is not None:
+            texts = np.ascontiguousarray(texts, dtype=np.float32)
+        self._staged.append((states, texts, rows))
 
     def _check_states(self, states: np.ndarray) -> None:
         dims = {block.shape[1] for block, _, _ in self._staged}
@@ -292,12 +345,16 @@ class VectorMemory:
         """Make the staged rows searchable and recompute the standardisation."""
         if not self._staged:
             return
-        stored = [(self._states, self._texts, self._rows)] if self._rows else []
+        stored = [(self._states, None, self._rows)] if self._rows else []
         blocks = stored + self._staged
-        self._staged = []
         states = np.concatenate([block for block, _, _ in blocks])
-        texts = np.concatenate([block for _, block, _ in blocks])
         rows = [row for _, _, block in blocks for row in block]
+        # Which source rows have a text vector: the stored prefix, staged blocks given one.
+        has_text = np.concatenate(
+            ([np.arange(len(self._rows)) < self._text_rows] if self._rows else [])
+            + [np.full(len(block), texts is not None) for _, texts, block in self._staged])
+        text_blocks = [texts for _, texts, _ in self._staged if texts is not None]
+        self._staged = []
         # A decision id seen before is replaced in its place by the newer row.
         positions: dict[Any, int] = {}
         order: list[int] = []
@@ -308,8 +365,21 @@ class VectorMemory:
             else:
                 order[position] = i
         rows = [rows[i] for i in order]
+        order_array = np.asarray(order, dtype=np.int64)
+        # The text index covers the longest prefix whose vectors are known, in place (a
+        # vector on disk only, not read, must keep its position).
+        in_memory = self._texts is not None
+        usable = has_text[order_array] & (in_memory | (order_array == np.arange(len(order))))
+        text_rows = int(np.argmin(usable)) if not usable.all() else len(order)
+        if in_memory:
+            source = np.zeros((len(has_text), self._embedder.dim), dtype=np.float32)
+            source[:self._text_rows] = self._texts[:self._text_rows]
+            if text_blocks:
+                source[np.flatnonzero(has_text[len(self._rows):]) + len(self._rows)] = \
+                    np.concatenate(text_blocks)
+            self._texts = np.ascontiguousarray(source[order_array[:text_rows]])
+        self._text_rows = text_rows
         self._states = np.ascontiguousarray(states[order])
-        self._texts = np.ascontiguousarray(texts[order])
         self._rows = rows
         self._state_dim = self._states.shape[1]
         self._times = _times_ns([row["entry_time"] for row in rows])
@@ -401,9 +471,11 @@ class VectorMemory:
         ]
 
     def search_text(self, text: str, k: int) -> list[dict[str, Any]]:
-        """Metadata of the ``k`` rows whose texts are most similar to ``text`` (cosine)."""
+        """Metadata of the ``k`` rows whose texts are most similar to ``text`` (cosine);
+        the rows the text index lacks are embedded first (``catch_up_text``)."""
         if not len(self) or k < 1:
             return []
+        self.catch_up_text()
         if self._text_search is None:
             self._text_search = faiss.IndexFlatIP(self._embedder.dim)
             self._text_search.add(np.ascontiguousarray(self._texts[self._kept]))
@@ -411,6 +483,54 @@ class VectorMemory:
         scores, positions = self._text_search.search(query, min(k, len(self)))
         return [dict(self._rows[self._kept[p]], similarity=float(s))
                 for s, p in zip(scores[0], positions[0]) if p >= 0]
+
+    @property
+    def text_rows(self) -> int:
+        """How many rows (the first) the text index covers; the rest await embedding."""
+        return self._text_rows
+
+    def catch_up_text(self) -> int:
+        """Embed the rows the text index lacks (in memory; ``save`` stores them); returns
+        how many. Their texts are those given to ``add``, else read through
+        ``outcome_reader`` (decision ids -> {id: outcome dict}) and made by
+        ``texts.index_text``; the model loads here, once per process.
+
+        Raises
+        ------
+        MemoryStoreError
+            If the text index was not read (``load(text=False)``) or a row's text cannot
+            be found.
+        """
+        self.commit_staged()
+        missing = self._rows[self._text_rows:]
+        if not missing:
+            return 0
+        if self._texts is None:
+            raise MemoryStoreError("vector memory: the text index was not read; load it "
+                                   "with text=True to search or update it")
+        ids = [row["decision_id"] for row in missing]
+        unknown = [i for i in ids if i not in self._pending_texts]
+        texts = dict(self._pending_texts)
+        if unknown:
+            if self.outcome_reader is None:
+                raise MemoryStoreError(f"vector memory: {len(unknown)} rows have no text to "
+                                       "embed; set outcome_reader to read their outcome files")
+            names = self._state_names or STATE_NAMES
+            read = self.outcome_reader(unknown)
+            absent = [i for i in unknown if i not in read]
+            if absent:
+                raise MemoryStoreError(f"outcome_{absent[0]}.json: is missing ({len(absent)} "
+                                       "outcome files the vector index holds are); run "
+                                       "`bt memory doctor` to rebuild the index")
+            texts.update((i, index_text(read[i], names)) for i in unknown)
+        vectors = encode_unique(self._embedder, [texts[i] for i in ids])
+        self._texts = np.ascontiguousarray(np.concatenate([self._texts[:self._text_rows],
+                                                           vectors]))
+        self._text_rows = len(self._rows)
+        for i in ids:
+            self._pending_texts.pop(i, None)
+        self._text_search = None
+        return len(ids)
 
     def row(self, row_id: int) -> dict[str, Any]:
         """A copy of one row's metadata (``row_id`` as returned by ``nearest_states``)."""
@@ -424,6 +544,7 @@ class VectorMemory:
             "staged": sum(len(block) for _, _, block in self._staged),
             "max_size": self._max_size,
             "generation": self.generation,
+            "text_rows": self._text_rows,
             "state_dim": self._state_dim,
             "state_embedder": self._state_embedder(self._state_dim or 0),
             "text_embedder": {"name": self._embedder.name, "dim": self._embedder.dim},
@@ -472,63 +593,3 @@ def rebuilt_files(folder: Path, outcomes: list[dict[str, Any]], generation: int,
     memory.commit_staged()
     memory.generation = int(generation)
     return memory.encode_files()
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _generation_of(outcome: dict[str, Any]) -> int:
-    value = outcome.get("generation")
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise MemoryStoreError(f"outcome {outcome.get('decision_id')!r}: field 'generation' "
-                               f"must be an integer, was {value!r}")
-    return int(value)
-
-
-def _clean_row(row: dict[str, Any], generation: int) -> dict[str, Any]:
-    """The row's metadata as JSON-ready Python values, with its generation."""
-    missing = [field for field in _INPUT_FIELDS if field not in row]
-    if missing:
-        raise MemoryStoreError(f"vector memory: row {row.get('decision_id')!r} lacks "
-                               f"{', '.join(missing)}; each row needs {', '.join(_INPUT_FIELDS)}")
-    clean = {field: _plain(row[field]) for field in _INPUT_FIELDS}
-    clean["generation"] = int(generation)
-    for field in ("direction", "return_pct"):
-        value = clean[field]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not np.isfinite(value):
-            raise MemoryStoreError(f"vector memory: row {clean['decision_id']!r} field "
-                                   f"{field!r} must be a finite number, was {value!r}")
-    clean["entry_time"] = _plain_time(clean["entry_time"])
-    return clean
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _plain_time(value: Any) -> int | str:
-    if isinstance(value, (int, str)) and not isinstance(value, bool):
-        return value
-    if isinstance(value, (dt.datetime, np.datetime64, pd.Timestamp)):
-        stamp = pd.Timestamp(value)
-        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-        return stamp.isoformat()
-    raise MemoryStoreError(f"vector memory: entry_time must be ns since the epoch (UTC) or an "
-                           f"ISO-8601 time, was {value!r}")
-
-
-def _times_ns(values: list[Any]) -> np.ndarray:
-    """Entry times (ints in ns UTC, or ISO-8601 strings; naive = UTC) as int64 ns."""
-    if all(isinstance(value, int) and not isinstance(value, bool) for value in values):
-        return np.array(values, dtype=np.int64)
-    if all(isinstance(value, str) for value in values):
-        return pd.to_datetime(values, utc=True, format="ISO8601").as_unit("ns").asi8.copy()
-    return np.array([value if isinstance(value, int) else _timestamp_ns(value)
-                     for value in values], dtype=np.int64)
-
-
-def _timestamp_ns(value: Any) -> int:
-    stamp = pd.Timestamp(value)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return int(stamp.as_unit("ns").value)
