@@ -73,7 +73,10 @@ def memory_report(folder: Path) -> dict[str, Any]:
         header = read_json(index, folder=folder)
         if not isinstance(header, dict):
             header = {}
-        vectors = {"rows": len(header.get("rows", [])), "generation": header.get("generation"),
+        from backtester.memory.vector_files import index_rows
+
+        vectors = {"rows": index_rows(folder, header, summary["generation"]),
+                   "generation": header.get("generation"),
                    "state_dim": header.get("state_dim"),
                    "text_embedder": header.get("text_embedder"),
                    "state_embedder": header.get("state_embedder")}

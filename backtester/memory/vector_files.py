@@ -12,6 +12,8 @@ and the repair (``bt memory doctor``, with ``--memory-dir`` unless the default f
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +252,130 @@ def _timestamp_ns(value: Any) -> int:
     stamp = pd.Timestamp(value)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return int(stamp.as_unit("ns").value)
+
+
+# ---------------------------------------------------------------------- chunk segments
+# A run appends each chunk's rows as two files of its own, never rewriting the others:
+# states_<generation>.f32 (the chunk's state vectors, float32 little-endian, row-major)
+# and rows_<generation>.json ({schema_version, generation, state_dim, rows}). They extend
+# the base (states.faiss, index.json) with the generations above index.json's.
+
+SEGMENT_NAME = re.compile(r"rows_(\d{1,9})\.json")
+
+
+def segment_names(generation: int) -> tuple[str, str]:
+    """(states file, rows file) of one chunk's segment, relative to the memory folder."""
+    return (f"{VECTORS_FOLDER}/states_{generation}.f32",
+            f"{VECTORS_FOLDER}/rows_{generation}.json")
+
+
+def segment_generations(folder: Path, above: int, upto: int,
+                        files: dict[str, Any] | None) -> list[int]:
+    """The generations of the segments in force: above the base's, up to the committed
+    one; with digests recorded, exactly those the manifest commits (missing ones raise)."""
+    vectors = Path(folder) / VECTORS_FOLDER
+    found = {int(match.group(1)) for match in map(SEGMENT_NAME.fullmatch, os.listdir(vectors))
+             if match}
+    if files is not None and any(name.startswith(f"{VECTORS_FOLDER}/") for name in files):
+        recorded = {int(match.group(1)) for match in
+                    (SEGMENT_NAME.fullmatch(name[len(VECTORS_FOLDER) + 1:]) for name in files)
+                    if match}
+        wanted = sorted(g for g in recorded if above < g <= upto)
+        absent = [g for g in wanted if g not in found]
+        if absent:
+            raise MemoryStoreError(f"{Path(folder) / segment_names(absent[0])[1]}: file is "
+                                   f"missing, the manifest commits it; {_doctor(folder)}")
+        return wanted
+    return sorted(g for g in found if above < g <= upto)
+
+
+def read_segment(folder: Path, generation: int, state_dim: int | None,
+                 files: dict[str, Any] | None) -> tuple[np.ndarray, list[dict]]:
+    """One chunk's (states (n, dim) float32, rows), checked against the manifest's digests
+    and each other; ``state_dim`` None: any (the base holds no rows)."""
+    folder = Path(folder)
+    _DOCTOR = _doctor(folder)  # noqa: N806
+    states_name, rows_name = segment_names(generation)
+    data = {}
+    for name in (rows_name, states_name):
+        try:
+            data[name] = (folder / name).read_bytes()
+        except FileNotFoundError:
+            raise MemoryStoreError(f"{folder / name}: file is missing; {_DOCTOR}") from None
+        except OSError as e:
+            raise MemoryStoreError(f"{folder / name}: cannot be read ({e.strerror}); "
+                                   f"{_DOCTOR}") from None
+        verify(folder, name, data[name], files)
+    path = folder / rows_name
+    try:
+        document = orjson.loads(data[rows_name])
+    except orjson.JSONDecodeError as e:
+        reason = " ".join(str(e).split())
+        raise MemoryStoreError(f"{path}: not valid JSON ({reason}); {_DOCTOR}") from None
+    problem = None
+    if not isinstance(document, dict):
+        problem = f"must hold a JSON object, was {type(document).__name__}"
+    elif document.get("schema_version") != SCHEMA_VERSION:
+        problem = (f"schema_version must be {SCHEMA_VERSION}, was "
+                   f"{document.get('schema_version')!r}")
+    elif document.get("generation") != generation:
+        problem = f"generation must be {generation}, was {document.get('generation')!r}"
+    elif not _is_count(document.get("state_dim")) or (
+            state_dim is not None and document["state_dim"] != state_dim):
+        problem = (f"state_dim must be {state_dim if state_dim is not None else 'a count'}, "
+                   f"was {document.get('state_dim')!r}")
+    elif not isinstance(document.get("rows"), list):
+        problem = f"rows must be a list, was {type(document.get('rows')).__name__}"
+    else:
+        rows = document["rows"]
+        required = frozenset(ROW_FIELDS)
+        bad = next((i for i, row in enumerate(rows)
+                    if not (isinstance(row, dict) and required <= row.keys()
+                            and row["generation"] == generation)), None)
+        if bad is not None:
+            problem = (f"rows[{bad}] must hold {', '.join(ROW_FIELDS)} and generation "
+                       f"{generation}")
+    if problem:
+        raise MemoryStoreError(f"{path}: {problem}; {_DOCTOR}")
+    dim, rows = document["state_dim"], document["rows"]
+    raw = data[states_name]
+    if len(raw) != len(rows) * dim * 4:
+        raise MemoryStoreError(f"{folder / states_name}: must hold {len(rows)} rows of {dim} "
+                               f"float32 as {rows_name} says ({len(rows) * dim * 4} bytes), "
+                               f"was {len(raw)} bytes; {_DOCTOR}")
+    states = np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(len(rows), dim)
+    if not np.isfinite(states).all():
+        raise MemoryStoreError(f"{folder / states_name}: holds NaN or infinite values; "
+                               f"{_DOCTOR}")
+    return states, rows
+
+
+def encode_segment(generation: int, states: np.ndarray, rows: list[dict],
+                   state_dim: int) -> list[tuple[str, bytes]]:
+    """One chunk's segment as [(path relative to the folder, bytes)], the rows file last."""
+    states_name, rows_name = segment_names(generation)
+    document = {"schema_version": SCHEMA_VERSION, "generation": generation,
+                "state_dim": state_dim, "rows": rows}
+    return [(states_name, np.ascontiguousarray(states, dtype="<f4").tobytes()),
+            (rows_name, orjson.dumps(document))]
+
+
+def index_rows(folder: Path | str, header: dict[str, Any], committed: int | None = None
+               ) -> int:
+    """How many rows the vector index holds: index.json's (``header``) and those of the
+    chunk segments appended since, up to the ``committed`` generation (a crash's leftovers
+    above it are not rows; ``bt memory inspect``; unchecked, a census)."""
+    vectors = Path(folder) / VECTORS_FOLDER
+    rows = header.get("rows")
+    count = len(rows) if isinstance(rows, list) else 0
+    base = header.get("generation") if _is_count(header.get("generation")) else 0
+    for name in os.listdir(vectors):
+        match = SEGMENT_NAME.fullmatch(name)
+        if match and base < int(match.group(1)) <= (committed if committed is not None
+                                                    else int(match.group(1))):
+            try:
+                segment = orjson.loads((vectors / name).read_bytes())
+                count += len(segment["rows"])
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+                continue
+    return count

@@ -33,28 +33,25 @@ import orjson
 
 from backtester.errors import MemoryStoreError
 from backtester.memory.embedders import Embedder, encode_unique
-from backtester.memory.integrity import digest, refuse_symlinks
-from backtester.memory.texts import STATE_NAMES, index_text, state_names_mismatch
+from backtester.memory.integrity import digest
+from backtester.memory.texts import STATE_NAMES, index_text
 from backtester.memory.vector_files import (  # noqa: F401 (re-exported: the file layout)
     INDEX_FILE,
     NAMED_STATE_EMBEDDER,
-    ROW_FIELDS,
     SCHEMA_VERSION,
     STATE_EMBEDDER_NAME,
     STATES_FILE,
     TEXT_FILE,
     VECTORS_FOLDER,
     _clean_row,
-    _doctor,
+    encode_segment,
+    segment_names,
     _generation_of,
-    _is_count,
     _times_ns,
     _previous_names,
-    _read_faiss,
-    _read_index_json,
-    _recorded_names,
     write_files,
 )
+from backtester.memory.io import atomic_write_bytes, atomic_write_many
 
 
 class VectorMemory:
@@ -92,6 +89,14 @@ class VectorMemory:
         self._scale = np.ones(0)
         self._state_search: faiss.IndexFlatL2 | None = None
         self._text_search: faiss.IndexFlatIP | None = None  # built at the first search_text
+        # What the files already hold: rows[:_saved] are on disk (base + segments); the
+        # manifest's digests of them (None: unknown, an older folder); whether the next
+        # save may append a segment (no stored row was replaced since).
+        self._saved = 0
+        self._files: dict[str, Any] | None = None
+        self._appendable = False
+        self._ids: set[Any] | None = None  # decision ids of _rows, built when first needed
+        self._segments: list[int] = []  # the generations of the segments in force
 
     # ------------------------------------------------------------------ load / save
 
@@ -130,78 +135,11 @@ class VectorMemory:
             text index was built by another embedder, or the state vectors of other
             features (``features.timeframes``). The message names the file and the repair.
         """
-        vectors = Path(folder) / VECTORS_FOLDER
-        memory = cls(max_size=max_size, embedder=embedder, state_names=state_names)
-        refuse_symlinks(folder, (VECTORS_FOLDER,))
-        recorded = any(name.startswith(f"{VECTORS_FOLDER}/") for name in files or {})
-        if vectors.exists() and not vectors.is_dir():
-            raise MemoryStoreError(f"{vectors}: is a file, a folder was expected; "
-                                   f"{_doctor(folder)}")
-        if not vectors.is_dir():
-            if recorded:  # never start over with only the new rows: the old ones are lost
-                raise MemoryStoreError(f"{vectors}: is missing, the manifest commits it; "
-                                       f"{_doctor(folder)}")
-            return memory
-        index_path = vectors / INDEX_FILE
-        if not index_path.exists() and recorded:
-            raise MemoryStoreError(f"{index_path}: file is missing; {_doctor(folder)}")
-        if not index_path.exists():
-            leftovers = [vectors / name for name in (STATES_FILE, TEXT_FILE)
-                         if (vectors / name).exists()]
-            if not leftovers or committed_generation < 1:
-                return memory  # nothing saved, or a first save that crashed: nothing committed
-            raise MemoryStoreError(f"{index_path}: file is missing beside {leftovers[0].name}; "
-                                   f"{_doctor(folder)}")
-        header, rows = _read_index_json(index_path, embedder, folder=folder, files=files)
-        state_dim = header["state_dim"]
-        recorded = _recorded_names(header)
-        mismatch = rows and state_names is not None and state_names_mismatch(
-            recorded, state_dim, tuple(state_names))
-        if mismatch:
-            raise MemoryStoreError(f"memory.dir {folder}: {mismatch}")
-        if state_names is None:
-            memory._state_names = recorded
-        states = _read_faiss(vectors / STATES_FILE, metric=faiss.METRIC_L2, dim=state_dim,
-                             count=len(rows), folder=folder, files=files)
-        text_rows = header.get("text_rows", len(rows))
-        if not _is_count(text_rows) or text_rows > len(rows):
-            raise MemoryStoreError(f"{index_path}: text_rows must be an integer from 0 to "
-                                   f"{len(rows)}, was {text_rows!r}; {_doctor(folder)}")
-        texts = None
-        if text:
-            texts = _read_faiss(vectors / TEXT_FILE, metric=faiss.METRIC_INNER_PRODUCT,
-                                dim=embedder.dim, count=text_rows, folder=folder, files=files,
-                                at_least="text_rows" in header)
-        else:
-            memory._text_digest = (files or {}).get(f"{VECTORS_FOLDER}/{TEXT_FILE}")
-        try:
-            generations = np.fromiter((row["generation"] for row in rows), dtype=np.int64,
-                                      count=len(rows))
-            directions = np.fromiter((row["direction"] for row in rows), dtype=np.float64,
-                                     count=len(rows))
-            returns = np.fromiter((row["return_pct"] for row in rows), dtype=np.float64,
-                                  count=len(rows))
-            times = _times_ns([row["entry_time"] for row in rows])
-        except (TypeError, ValueError, OverflowError) as e:
-            reason = " ".join(str(e).split())
-            raise MemoryStoreError(f"{index_path}: a row has an invalid generation, direction, "
-                                   f"return_pct or entry_time ({reason}); {_doctor(folder)}"
-                                   ) from None
-        committed = generations <= committed_generation
-        if not committed.all():
-            keep = np.flatnonzero(committed)
-            text_rows = min(text_rows, int(np.argmin(committed)))  # the prefix before a drop
-            states, times = states[keep], times[keep]
-            directions, returns = directions[keep], returns[keep]
-            rows = [rows[i] for i in keep]
-        memory.generation = min(header["generation"], committed_generation)
-        memory._state_dim = state_dim
-        memory._states, memory._rows, memory._times = states, rows, times
-        memory._texts = None if texts is None else texts[:text_rows]
-        memory._text_rows = text_rows
-        memory._signed_returns = directions * returns
-        memory._refresh_search()
-        return memory
+        from backtester.memory.vector_load import load_vectors
+
+        return load_vectors(cls, Path(folder), committed_generation=committed_generation,
+                            max_size=max_size, embedder=embedder, state_names=state_names,
+                            files=files, text=text)
 
     def save(self, folder: Path, generation: int) -> dict[str, dict[str, Any]]:
         """Commit staged rows and write ``<folder>/vectors/``: both indexes, then index.json.
@@ -220,15 +158,51 @@ class VectorMemory:
             self.catch_up_text()  # texts given to add, with the text index read: store them
         text_path = Path(folder) / VECTORS_FOLDER / TEXT_FILE
         if self._texts is not None or not text_path.exists():
-            if self._texts is None:
+            run_view = self._texts is None
+            if run_view:
                 self._texts, self._text_rows = self._empty_texts(), 0
-            return write_files(folder, self.encode_files())
+            written = write_files(folder, self.encode_files())
+            self._saved_all(written)
+            if run_view:  # still not read: the next save appends
+                self._texts = None
+                self._text_digest = written[f"{VECTORS_FOLDER}/{TEXT_FILE}"]
+            return written
         kept = self._text_digest
         if kept is None:  # a folder saved before digests: this file is now recorded
             kept = digest(text_path.read_bytes())
+        if self._appendable and (Path(folder) / VECTORS_FOLDER / INDEX_FILE).exists():
+            return {**self._append(folder, generation), f"{VECTORS_FOLDER}/{TEXT_FILE}": kept}
         files = self.encode_files(with_text=False)
         written = write_files(folder, files)
+        self._saved_all(written)
         return {**written, f"{VECTORS_FOLDER}/{TEXT_FILE}": kept}
+
+    def _saved_all(self, written: dict[str, Any]) -> None:
+        """After a full write: every row is in the base files, which the next save may
+        extend with segments."""
+        self._saved, self._appendable, self._segments = len(self._rows), bool(self._rows), []
+        self._files = {name: record for name, record in written.items()
+                       if name != f"{VECTORS_FOLDER}/{TEXT_FILE}"}
+
+    def _append(self, folder: Path, generation: int) -> dict[str, Any]:
+        """Write the rows added since the last save as segment ``generation`` (its own two
+        files; no other file is rewritten); returns the digests of every state file in
+        force (base and segments), for the manifest."""
+        folder = Path(folder)
+        if self._files is None:  # a folder saved before digests: record what it holds
+            names = [f"{VECTORS_FOLDER}/{STATES_FILE}", f"{VECTORS_FOLDER}/{INDEX_FILE}",
+                     *(name for g in self._segments for name in segment_names(g))]
+            self._files = {name: digest((folder / name).read_bytes()) for name in names}
+        files = dict(self._files)
+        if len(self._rows) > self._saved:
+            segment = encode_segment(generation, self._states[self._saved:],
+                                     self._rows[self._saved:], self._state_dim)
+            atomic_write_many([(folder / segment[0][0], segment[0][1])])
+            atomic_write_bytes(folder / segment[1][0], segment[1][1])
+            files.update((name, digest(data)) for name, data in segment)
+            self._segments = [*self._segments, generation]
+        self._saved, self._files = len(self._rows), files
+        return files
 
     def _empty_texts(self) -> np.ndarray:
         return np.zeros((0, self._embedder.dim), dtype=np.float32)
@@ -345,6 +319,9 @@ class VectorMemory:
         """Make the staged rows searchable and recompute the standardisation."""
         if not self._staged:
             return
+        if self._append_staged():
+            return
+        self._ids = None
         stored = [(self._states, None, self._rows)] if self._rows else []
         blocks = stored + self._staged
         states = np.concatenate([block for block, _, _ in blocks])
@@ -382,10 +359,37 @@ class VectorMemory:
         self._states = np.ascontiguousarray(states[order])
         self._rows = rows
         self._state_dim = self._states.shape[1]
+        if self._saved and (len(order) < self._saved or order[:self._saved] != list(
+                range(self._saved))):
+            self._appendable = False  # a stored row was replaced: the next save rewrites
         self._times = _times_ns([row["entry_time"] for row in rows])
         self._signed_returns = np.array([row["direction"] * row["return_pct"] for row in rows],
                                         dtype=np.float64)
         self._refresh_search()
+
+    def _append_staged(self) -> bool:
+        """The common case of ``commit_staged`` in time that does not grow with the rows
+        held: a run's new rows (no text), every decision id new. False: not that case."""
+        if self._texts is not None or not self._rows or any(
+                texts is not None for _, texts, _ in self._staged):
+            return False
+        new = [row for _, _, block in self._staged for row in block]
+        ids = [row["decision_id"] for row in new]
+        if self._ids is None:
+            self._ids = {row["decision_id"] for row in self._rows}
+        if len(set(ids)) != len(ids) or not self._ids.isdisjoint(ids):
+            return False
+        states = np.concatenate([self._states, *(block for block, _, _ in self._staged)])
+        self._staged = []
+        self._ids.update(ids)
+        self._states = np.ascontiguousarray(states)
+        self._rows = [*self._rows, *new]
+        self._times = np.concatenate([self._times,
+                                      _times_ns([row["entry_time"] for row in new])])
+        self._signed_returns = np.concatenate([self._signed_returns, np.array(
+            [row["direction"] * row["return_pct"] for row in new], dtype=np.float64)])
+        self._refresh_search()
+        return True
 
     def _refresh_search(self) -> None:
         order = np.argsort(self._times, kind="stable")  # ties: the later row is newer

@@ -36,7 +36,15 @@ def _bt(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _index(folder: Path) -> dict:
-    return orjson.loads((folder / "vectors" / "index.json").read_bytes())
+    """index.json, its rows extended with those of the chunks a run appended since."""
+    index = orjson.loads((folder / "vectors" / "index.json").read_bytes())
+    segments = sorted((orjson.loads(path.read_bytes()) for path in
+                       (folder / "vectors").glob("rows_*.json")),
+                      key=lambda segment: segment["generation"])
+    for segment in segments:
+        if segment["generation"] > index["generation"]:
+            index["rows"] = [*index["rows"], *segment["rows"]]
+    return index
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +120,10 @@ def test_a_folder_written_before_text_rows_still_loads_and_searches(tmp_path):
     text_before = (tmp_path / "vectors" / "text.faiss").read_bytes()
     files = run_view.save(tmp_path, 2)
     assert (tmp_path / "vectors" / "text.faiss").read_bytes() == text_before  # untouched
-    assert set(files) == {"vectors/states.faiss", "vectors/text.faiss", "vectors/index.json"}
-    assert _index(tmp_path)["text_rows"] == 20
+    # the old files are kept as they are; the chunk is appended in files of its own
+    assert set(files) == {"vectors/states.faiss", "vectors/text.faiss", "vectors/index.json",
+                          "vectors/states_2.f32", "vectors/rows_2.json"}
+    assert "text_rows" not in _index(tmp_path) and len(_index(tmp_path)["rows"]) == 40
     reader = VectorMemory.load(tmp_path, committed_generation=2, max_size=100,
                                embedder=HashingEmbedder(), files=files)
     with pytest.raises(Exception, match="no text to embed"):
