@@ -10,40 +10,11 @@ import math
 import numpy as np
 import pytest
 
-from backtester.engine import Decisions, ExitReason, Rules, SimulationResult, simulate
+from engine_kit import CASH, bars, decide, run
+from backtester.engine import Decisions, ExitReason, Rules, simulate
 from backtester.errors import EngineError
 
-CASH = 10_000.0
 DAY_NS = 86_400 * 10**9
-
-
-@pytest.fixture(params=[True, False], ids=["numba", "python"])
-def use_numba(request: pytest.FixtureRequest) -> bool:
-    return request.param
-
-
-def bars(*rows):
-    """OHLC arrays from rows; a row is (o, h, l, c) for one asset or a list of them."""
-    table = np.array([row if isinstance(row, list) else [row] for row in rows], dtype=float)
-    return tuple(np.ascontiguousarray(table[:, :, k]) for k in range(4))
-
-
-def decide(n_bars: int, n_assets: int, *orders: tuple) -> Decisions:
-    """Decisions from (bar, asset, direction, size[, stop_loss, take_profit]) tuples."""
-    decisions = Decisions.empty(n_bars, n_assets)
-    for number, (bar, asset, direction, size, *rest) in enumerate(orders):
-        stop_loss, take_profit = (*rest, 0.0, 0.0)[:2]
-        decisions.direction[bar, asset] = direction
-        decisions.size[bar, asset] = size
-        decisions.stop_loss[bar, asset] = stop_loss
-        decisions.take_profit[bar, asset] = take_profit
-        decisions.decision_id[bar, asset] = number
-    return decisions
-
-
-def run(prices, decisions, use_numba, **options) -> SimulationResult:
-    options.setdefault("initial_cash", CASH)
-    return simulate(*prices, decisions, use_numba=use_numba, **options)
 
 
 # --- fees -----------------------------------------------------------------------------------

@@ -8,45 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backtester.engine import Decisions, ExitReason, SimulationResult, simulate
-
-CASH = 10_000.0
-
-
-@pytest.fixture(params=[True, False], ids=["numba", "python"])
-def use_numba(request: pytest.FixtureRequest) -> bool:
-    return request.param
-
-
-def bars(*rows: tuple[float, float, float, float] | list[tuple[float, float, float, float]]):
-    """OHLC arrays from rows; a row is (o, h, l, c) for one asset or a list of them."""
-    table = np.array([row if isinstance(row, list) else [row] for row in rows], dtype=float)
-    return tuple(np.ascontiguousarray(table[:, :, k]) for k in range(4))
+from engine_kit import CASH, bars, decide, run
+from backtester.engine import Decisions, ExitReason, simulate
 
 
 def flat(*prices: float) -> list[tuple[float, float, float, float]]:
     """Bars that never move inside: o = h = l = c."""
     return [(p, p, p, p) for p in prices]
-
-
-def decide(n_bars: int, n_assets: int, *orders: tuple) -> Decisions:
-    """Decisions from (bar, asset, direction, size[, stop_loss, take_profit, id]) tuples."""
-    decisions = Decisions.empty(n_bars, n_assets)
-    for number, order in enumerate(orders):
-        bar, asset, direction, size, *rest = order
-        defaults = (0.0, 0.0, number)  # stop_loss, take_profit, decision_id
-        stop_loss, take_profit, decision_id = (*rest, *defaults[len(rest) :])
-        decisions.direction[bar, asset] = direction
-        decisions.size[bar, asset] = size
-        decisions.stop_loss[bar, asset] = stop_loss
-        decisions.take_profit[bar, asset] = take_profit
-        decisions.decision_id[bar, asset] = decision_id
-    return decisions
-
-
-def run(prices, decisions, use_numba, **options) -> SimulationResult:
-    options.setdefault("initial_cash", CASH)
-    return simulate(*prices, decisions, use_numba=use_numba, **options)
 
 
 # --- entries ------------------------------------------------------------------------------

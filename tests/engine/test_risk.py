@@ -8,35 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backtester.engine import Decisions, ExitReason, Rules, SimulationResult, simulate
-
-CASH = 10_000.0
-
-
-@pytest.fixture(params=[True, False], ids=["numba", "python"])
-def use_numba(request: pytest.FixtureRequest) -> bool:
-    return request.param
+from engine_kit import CASH, decide, run
+from backtester.engine import ExitReason, Rules, SimulationResult
 
 
 def columns(*closes: list[float]) -> tuple[np.ndarray, ...]:
     """Flat bars (o = h = l = c) from one list of prices per asset."""
     table = np.ascontiguousarray(np.array(closes, dtype=float).T)
     return table, table.copy(), table.copy(), table.copy()
-
-
-def decide(n_bars: int, n_assets: int, *orders: tuple) -> Decisions:
-    """Decisions from (bar, asset, direction, size) tuples."""
-    decisions = Decisions.empty(n_bars, n_assets)
-    for number, (bar, asset, direction, size) in enumerate(orders):
-        decisions.direction[bar, asset] = direction
-        decisions.size[bar, asset] = size
-        decisions.decision_id[bar, asset] = number
-    return decisions
-
-
-def run(prices, decisions, use_numba, **options) -> SimulationResult:
-    options.setdefault("initial_cash", CASH)
-    return simulate(*prices, decisions, use_numba=use_numba, **options)
 
 
 def entries(result: SimulationResult) -> list[tuple[int, int]]:
