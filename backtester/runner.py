@@ -457,18 +457,9 @@ class WalkForward:
             "open_decisions": run.open_decisions, "books": run.books.states_json(),
             **({OUTPUTS_PENDING: True} if last else {}),
         }
-        try:
-            self.memory.commit(label=chunk.label, start=result.start_time,
-                               end=result.end_time, run_id=run.run_id, outcomes=closed,
-                               stats=run.stats, parameters=run.parameters, snapshot=snapshot,
-                               run_state=run_state)
-        except OSError as e:  # disk full, quota, permissions: the commit is atomic
-            kept = (f"the memory stays at chunk {run.done[-1].chunk.label}" if run.done
-                    else "the memory stays as it was before this run")
-            raise MemoryStoreError(
-                f"{self.config.memory.dir}: cannot commit chunk {chunk.label} "
-                f"({e.strerror or e}); {kept}; once that is fixed, run the same command with "
-                "--resume") from None
+        self.memory.commit(label=chunk.label, start=result.start_time, end=result.end_time,
+                           run_id=run.run_id, outcomes=closed, stats=run.stats,
+                           parameters=run.parameters, snapshot=snapshot, run_state=run_state)
 
     # -- the end
 

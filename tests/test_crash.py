@@ -15,7 +15,6 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +78,10 @@ def _kill_at(tmp: Path, args: list[str], point: float) -> bool:
                     break
             except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
                 pass  # exiting: poll() tells
-            time.sleep(0.002)
+            try:  # wait on the child, a few milliseconds at a time
+                process.wait(timeout=0.002)
+            except subprocess.TimeoutExpired:
+                pass
     finally:
         process.wait()
     return process.returncode == -signal.SIGKILL

@@ -21,6 +21,7 @@ from backtester.ensemble import empty_stats
 from backtester.memory.embedders import default_embedder
 from backtester.memory.io import FolderLock
 from backtester.memory.integrity import FILES_KEY
+from backtester.errors import MemoryStoreError
 from backtester.memory.store import MemoryStore
 from backtester.memory.texts import STATE_NAMES, STATE_REGIMES, state_names
 from backtester.memory.vectors import VectorMemory
@@ -114,10 +115,18 @@ class MemorySession:
             self.vectors.add(states, None, rows, generation)  # text: embedded when read
             return self.vectors.save(folder, generation)  # digests for the manifest
 
-        self.store.commit_chunk(
-            label=label, start=start.isoformat(), end=end.isoformat(), last_bar_time=end,
-            run_id=run_id, outcomes=outcomes,
-            provider_stats={"providers": stats["providers"]},
-            regime_stats={"regimes": stats["regimes"]}, parameters=parameters,
-            snapshot=snapshot, run_state=run_state, vectors=write_vectors,
-        )
+        committed = self.store.committed_chunks()
+        try:
+            self.store.commit_chunk(
+                label=label, start=start.isoformat(), end=end.isoformat(), last_bar_time=end,
+                run_id=run_id, outcomes=outcomes,
+                provider_stats={"providers": stats["providers"]},
+                regime_stats={"regimes": stats["regimes"]}, parameters=parameters,
+                snapshot=snapshot, run_state=run_state, vectors=write_vectors,
+            )
+        except OSError as e:  # disk full, quota, permissions: the manifest was not written
+            kept = (f"the memory stays at chunk {committed[-1]['label']}" if committed
+                    else "the memory stays as it was")
+            raise MemoryStoreError(
+                f"{self.store.folder}: cannot commit chunk {label} ({e.strerror or e}); "
+                f"{kept}; once that is fixed, run the same command with --resume") from None
