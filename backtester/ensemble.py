@@ -66,14 +66,17 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from backtester.config import EnsembleConfig, ExecutionConfig
-from backtester.engine import Decisions
-from backtester.providers.base import Candidates, Votes
-from backtester.regime import REGIME_NAMES
+from backtester.regime_config import REGIME_NAMES
+
+if TYPE_CHECKING:  # at run time they are imported where used: `bt memory inspect` needs
+    # provider_credit without the engine (numba) or pandas
+    from backtester.engine import Decisions
+    from backtester.providers.base import Candidates, Votes
 
 COUNT_KEYS = ("votes", "hits", "shadow_pnl", "abstentions", "scored", "trades", "wins", "losses",
               "trades_with", "trades_against", "trades_abstained")
@@ -443,6 +446,8 @@ def build_decisions(
     drops the decision); None sizes every decision at ``execution.position_size``.
     ``threshold`` replaces ``ensemble.threshold`` (the monitor may have raised it).
     """
+    from backtester.engine import Decisions
+
     decisions = Decisions.empty(stop - start, n_assets)
     direction = np.sign(scores).astype(np.int8)
     keep = np.abs(scores) >= (ensemble.threshold if threshold is None else threshold)

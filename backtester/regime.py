@@ -19,20 +19,17 @@ from backtester.data.bars import Bars
 from backtester.data.resample import parse_timeframe
 from backtester.errors import ConfigError
 from backtester.features import rolling_mean_std_1d_nb
-from backtester.regime_config import RegimeConfig, _duration  # noqa: F401 - re-exported
+from backtester.regime_config import (  # noqa: F401 - re-exported
+    RANGING,
+    REGIME_NAMES,
+    TRENDING,
+    UNKNOWN,
+    VOLATILE,
+    RegimeConfig,
+    _duration,
+)
 
-RANGING = 0
-TRENDING = 1
-VOLATILE = 2
-UNKNOWN = -1  # during warm-up
 MIN_PERCENTILE_VALUES = 50  # volatilities a shorter-than-wanted percentile window needs
-
-REGIME_NAMES = {
-    RANGING: "RANGING",
-    TRENDING: "TRENDING",
-    VOLATILE: "VOLATILE",
-    UNKNOWN: "UNKNOWN",
-}
 
 
 def percentile_bars(config: RegimeConfig, timeframe: str | None = None) -> int:

@@ -10,6 +10,21 @@ from backtester.checks import is_integer, is_real
 from backtester.errors import ConfigError
 
 
+# Regime codes (int8 in the arrays) and their names; the kernels that label bars are in
+# regime.py, which re-exports these.
+RANGING = 0
+TRENDING = 1
+VOLATILE = 2
+UNKNOWN = -1  # during warm-up
+
+REGIME_NAMES = {
+    RANGING: "RANGING",
+    TRENDING: "TRENDING",
+    VOLATILE: "VOLATILE",
+    UNKNOWN: "UNKNOWN",
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RegimeConfig:
     """Windows (in bars) and thresholds of the regime labels.

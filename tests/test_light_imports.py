@@ -21,3 +21,15 @@ def test_moved_configs_are_still_importable_from_their_old_modules():
     assert regime.RegimeConfig is regime_config.RegimeConfig
     for name in ("RiskConfig", "SizingConfig", "CostsConfig", "DEFAULT_KEY", "PerSymbol"):
         assert getattr(portfolio, name) is getattr(portfolio_config, name)
+
+
+def test_the_ensemble_module_loads_neither_pandas_nor_numba():
+    # `bt memory inspect` reads the providers' credit from it
+    code = ("import backtester.ensemble, sys; "
+            "print('pandas' in sys.modules, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["False", "False"]
+    from backtester import regime, regime_config
+
+    assert regime.REGIME_NAMES is regime_config.REGIME_NAMES

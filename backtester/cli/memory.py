@@ -12,7 +12,7 @@ from rich.padding import Padding
 from rich.table import Table
 
 from backtester.cli.common import ConfigOpt, console, error_console, fail, fmt, load
-from backtester.errors import BtError, MemoryStoreError
+from backtester.errors import BtError, ConfigError, MemoryStoreError
 
 app = typer.Typer(help="Inspect, search, repair and reset the memory folder.",
                   no_args_is_help=True)
@@ -23,7 +23,21 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")
 
 
 def _folder(config: Path | None, memory_dir: str | None) -> Path:
-    return Path(load(config, {"memory.dir": memory_dir}).memory.dir)
+    """The memory folder: --memory-dir, else memory.dir of the config file (read as TOML
+    only: building the whole config imports the strategies, pandas and numba)."""
+    if memory_dir:
+        return Path(memory_dir)
+    from backtester.config import DEFAULT_CONFIG_PATH, MemoryConfig, read_toml
+
+    path = config if config is not None else (
+        DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
+    data = read_toml(path, missing="config file not found; pass --config with an existing "
+                     "file such as configs/default.toml") if path is not None else {}
+    section = data.get("memory", {})
+    folder = section.get("dir", MemoryConfig().dir) if isinstance(section, dict) else None
+    if not isinstance(folder, str) or not folder:
+        raise ConfigError(f"{path}: memory.dir must be a folder path, was {folder!r}")
+    return Path(folder)
 
 
 def _print_json(data: Any) -> None:
