@@ -93,9 +93,10 @@ class MarketInputs:
     days: np.ndarray | None
 
     @classmethod
-    def of(cls, config: Any, bars: Any) -> MarketInputs:
+    def of(cls, config: Any, bars: Any, days: np.ndarray | None = None) -> MarketInputs:
         """What ``config``'s rules need from ``bars`` (the spread as a fraction of the close
-        when ``costs.spread_from_data``)."""
+        when ``costs.spread_from_data``); ``days``: ``session_days`` of the bars, computed
+        here when the daily loss limit needs them and none are given."""
         costs, risk = config.costs, config.risk
         needs_volume = costs.impact > 0 or costs.max_participation > 0
         rates = [per_symbol(costs.borrow_rate, bars.symbols),
@@ -111,8 +112,8 @@ class MarketInputs:
             volume=np.ascontiguousarray(bars.volume) if needs_volume else None,
             spread=spread,
             times=bars.times if any(np.any(r != 0) for r in rates) else None,
-            days=session_days(bars.times, config.data.tz) if risk.daily_loss_limit > 0
-            else None,
+            days=None if risk.daily_loss_limit <= 0 else (
+                days if days is not None else session_days(bars.times, config.data.tz)),
         )
 
     def window(self, start: int, stop: int) -> dict[str, np.ndarray]:
@@ -133,9 +134,12 @@ class Trading:
         self.bars = bars
         self.rules = engine_rules(config, bars.symbols)
         self.hold_rules = engine_rules(config, bars.symbols, hold=True)
-        self.inputs = MarketInputs.of(config, bars)
+        days = (session_days(bars.times, config.data.tz)  # once, for whichever rule needs it
+                if config.risk.daily_loss_limit > 0
+                or config.sizing.method == "volatility_target" else None)
+        self.inputs = MarketInputs.of(config, bars, days)
         self.prices = CheckedPrices.of(bars.open, bars.high, bars.low, bars.close)  # once
-        self.sizer = Sizer(config, bars, session_days(bars.times, config.data.tz))
+        self.sizer = Sizer(config, bars, days)
 
     def initial_state(self, *, hold: bool = False) -> Any:
         """A fresh account of ``run.initial_cash`` (``hold``: for the buy-and-hold rules)."""

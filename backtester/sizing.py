@@ -97,13 +97,15 @@ def kelly_size(tally: dict[str, float] | None, kelly_fraction: float) -> float:
 class Sizer:
     """Sizes decisions for one run: the volatility per bar is computed once."""
 
-    def __init__(self, config: Any, bars: Any, days: np.ndarray) -> None:
+    def __init__(self, config: Any, bars: Any, days: np.ndarray | None) -> None:
+        """``days``: the bars' ``portfolio.session_days``, needed by the volatility target
+        only (None otherwise)."""
         self.config = config
         sizing = config.sizing
+        targets = sizing.method == "volatility_target"
         self.volatility = (bar_volatility(bars, sizing.volatility_measure,
-                                          sizing.volatility_window)
-                           if sizing.method == "volatility_target" else None)
-        self.bars_per_day = bars_per_day(days)
+                                          sizing.volatility_window) if targets else None)
+        self.bars_per_day = bars_per_day(days) if targets else None
 
     def fractions(self, candidates: Any, score: np.ndarray, keys: list[str],
                   parameters: dict[str, Any]) -> tuple[np.ndarray, dict[str, int]]:

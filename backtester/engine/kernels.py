@@ -142,6 +142,33 @@ def close_position_nb(
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
+def close_all_nb(
+    i, bar, reason, close, trades_out, n_trades, units, entry_price, entry_bar, entry_fee,
+    stop_price, take_price, open_decision_id, funding, taker_fee, slippage, half_spread,
+    has_spread, spread, impact, exponent, has_volume, volume,
+):  # fmt: skip
+    """Close every open position at row ``i``'s close (a market order: slippage, spread,
+    impact, taker fee) with ``reason``; return (cash flow, trades written, buffer full)."""
+    flow = 0.0
+    for a in range(units.shape[0]):
+        held = units[a]
+        if held == 0.0:
+            continue
+        if n_trades >= trades_out.shape[0]:
+            return flow, n_trades, True
+        exit_price = exit_fill_nb(
+            close[i, a], held, i, a, slippage, half_spread, has_spread, spread, impact,
+            exponent, has_volume, volume,
+        )  # fmt: skip
+        flow += close_position_nb(
+            trades_out[n_trades], a, bar, exit_price, reason, taker_fee, units, entry_price,
+            entry_bar, entry_fee, stop_price, take_price, open_decision_id, funding,
+        )  # fmt: skip
+        n_trades += 1
+    return flow, n_trades, False
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
 def simulate_nb(
     open_,
     high,
@@ -442,22 +469,15 @@ def simulate_nb(
             ):
                 clock[CLOCK_DAY_HALTED] = 1
                 if flatten and n_open > 0:
-                    for a in range(n_assets):
-                        held = units[a]
-                        if held == 0.0:
-                            continue
-                        if n_trades >= capacity:
-                            return n_trades, _TRADES_BUFFER_FULL
-                        exit_price = exit_fill_nb(
-                            close[i, a], held, i, a, slippage, half_spread, has_spread, spread,
-                            impact, exponent, has_volume, volume,
-                        )  # fmt: skip
-                        cash += close_position_nb(
-                            trades_out[n_trades], a, bar, exit_price, _DAILY_LOSS, taker_fee,
-                            units, entry_price, entry_bar, entry_fee, stop_price, take_price,
-                            open_decision_id, funding,
-                        )  # fmt: skip
-                        n_trades += 1
+                    flow, n_trades, full = close_all_nb(
+                        i, bar, _DAILY_LOSS, close, trades_out, n_trades, units, entry_price,
+                        entry_bar, entry_fee, stop_price, take_price, open_decision_id,
+                        funding, taker_fee, slippage, half_spread, has_spread, spread, impact,
+                        exponent, has_volume, volume,
+                    )  # fmt: skip
+                    if full:
+                        return n_trades, _TRADES_BUFFER_FULL
+                    cash += flow
                     n_open = 0
                     equity = cash
         equity_out[i] = equity
@@ -483,22 +503,14 @@ def simulate_nb(
 
     if close_at_end and n_bars > 0:
         last = n_bars - 1
-        for a in range(n_assets):
-            held = units[a]
-            if held == 0.0:
-                continue
-            if n_trades >= capacity:
-                return n_trades, _TRADES_BUFFER_FULL
-            exit_price = exit_fill_nb(
-                close[last, a], held, last, a, slippage, half_spread, has_spread, spread, impact,
-                exponent, has_volume, volume,
-            )  # fmt: skip
-            cash += close_position_nb(
-                trades_out[n_trades], a, bar_offset + last, exit_price, _END, taker_fee, units,
-                entry_price, entry_bar, entry_fee, stop_price, take_price, open_decision_id,
-                funding,
-            )  # fmt: skip
-            n_trades += 1
+        flow, n_trades, full = close_all_nb(
+            last, bar_offset + last, _END, close, trades_out, n_trades, units, entry_price,
+            entry_bar, entry_fee, stop_price, take_price, open_decision_id, funding, taker_fee,
+            slippage, half_spread, has_spread, spread, impact, exponent, has_volume, volume,
+        )  # fmt: skip
+        if full:
+            return n_trades, _TRADES_BUFFER_FULL
+        cash += flow
         for a in range(n_assets):
             pending_direction[a] = 0
             pending_size[a] = 0.0
