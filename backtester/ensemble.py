@@ -419,12 +419,12 @@ def provider_credit(stats: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def decision_ids(symbols: np.ndarray, times: np.ndarray, config_hash: str) -> np.ndarray:
     """Deterministic int64 ids from (symbol, bar time, config hash): a re-run gives the same."""
-    out = np.empty(len(times), dtype=np.int64)
-    salt = config_hash.encode()
-    for k, (symbol, time) in enumerate(zip(symbols, times.tolist())):
-        digest = hashlib.blake2b(f"{symbol}|{time}".encode(), digest_size=8, key=salt[:64])
-        out[k] = int.from_bytes(digest.digest(), "little", signed=True)
-    return out
+    key = config_hash.encode()[:64]
+    symbols = symbols.tolist() if isinstance(symbols, np.ndarray) else list(symbols)
+    digests = b"".join(hashlib.blake2b(f"{symbol}|{time}".encode(), digest_size=8,
+                                       key=key).digest()
+                       for symbol, time in zip(symbols, times.tolist()))
+    return np.frombuffer(digests, dtype="<i8").astype(np.int64)
 
 
 def build_decisions(

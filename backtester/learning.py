@@ -89,26 +89,29 @@ def outcomes(open_decisions: dict[str, dict[str, Any]], trades: np.ndarray,
     names = STATE_NAMES if feature_names is None else state_names(feature_names)
 
     out = []
-    for trade in trades:
-        info = open_decisions.pop(str(int(trade["decision_id"])), None)
+    fields = trades.dtype.names
+    symbol_names = [str(s) for s in symbols]
+    for values in trades.tolist():  # Python scalars: the same values as int()/float() each
+        trade = dict(zip(fields, values))
+        info = open_decisions.pop(str(trade["decision_id"]), None)
         if info is None:  # opened under another config; cannot be described
             continue
         outcome = {
             "schema_version": SCHEMA_VERSION,
-            "decision_id": int(trade["decision_id"]),
-            "symbol": str(symbols[trade["asset"]]),
-            "direction": int(trade["direction"]),
-            "entry_time": time(int(trade["entry_bar"])).isoformat(),
-            "exit_time": time(int(trade["exit_bar"])).isoformat(),
-            "bars_held": int(trade["exit_bar"] - trade["entry_bar"]),
-            "entry_price": float(trade["entry_price"]),
-            "exit_price": float(trade["exit_price"]),
-            "size": float(trade["size"]),
-            "pnl": float(trade["pnl"]),
-            "return_pct": float(trade["return_pct"]),
-            "fees": float(trade["fees"]),
-            **({"funding": float(trade["funding"])} if trade["funding"] else {}),
-            "exit_reason": EXIT_REASON_NAMES[int(trade["exit_reason"])],
+            "decision_id": trade["decision_id"],
+            "symbol": symbol_names[trade["asset"]],
+            "direction": trade["direction"],
+            "entry_time": time(trade["entry_bar"]).isoformat(),
+            "exit_time": time(trade["exit_bar"]).isoformat(),
+            "bars_held": trade["exit_bar"] - trade["entry_bar"],
+            "entry_price": trade["entry_price"],
+            "exit_price": trade["exit_price"],
+            "size": trade["size"],
+            "pnl": trade["pnl"],
+            "return_pct": trade["return_pct"],
+            "fees": trade["fees"],
+            **({"funding": trade["funding"]} if trade["funding"] else {}),
+            "exit_reason": EXIT_REASON_NAMES[trade["exit_reason"]],
             "generation": generation,
             "chunk": label,
             **info,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -162,8 +164,9 @@ def run(
                 else:
                     console.print(line, highlight=False, markup=False)
 
-            result = run_backtest(cfg, progress=on_progress, notice=on_notice, resume=resume,
-                                  in_sample=in_sample, run_id=run_id)
+            with _few_collections():
+                result = run_backtest(cfg, progress=on_progress, notice=on_notice,
+                                      resume=resume, in_sample=in_sample, run_id=run_id)
     except BtError as e:
         fail(e)
     if json:
@@ -172,6 +175,24 @@ def run(
         typer.echo(f"results: {where(result.out_dir)}")
     else:
         _render_run(result)
+
+
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """Python's cyclic collector, tuned for a run: it allocates hundreds of thousands of
+    long-lived, acyclic objects (decisions kept until their trades close, outcome dicts,
+    vector rows), and every full collection rescans all of them. Freeze what exists (the
+    imported modules, the config) and collect the youngest objects every 10,000
+    allocations instead of 700: a one-minute year spends 1.6 s collecting instead of
+    5.7 s. The settings are restored afterwards."""
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 def run_json(result) -> dict[str, Any]:

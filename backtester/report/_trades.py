@@ -71,6 +71,7 @@ def _markers(trades: pd.DataFrame | None, symbol: str) -> list[Marker]:
     exit_prices = pd.to_numeric(of["exit_price"], errors="coerce").to_numpy(dtype=np.float64)
     entry_text, exit_text = _stamps(entry_times), _stamps(exit_times)
     returns = [format_value(v, "return_pct") for v in of["return_pct"].tolist()]
+    reasons = of["exit_reason"].astype(str).tolist()
     markers = []
     for k, row in enumerate(rows.tolist()):
         side = "long" if long[k] else "short"
@@ -79,7 +80,7 @@ def _markers(trades: pd.DataFrame | None, symbol: str) -> list[Marker]:
                               f"{_price(entry_prices[k])}"))
         markers.append(Marker(int(exit_times[k]), float(exit_prices[k]), "exit", row,
                               f"#{row + 1} out {exit_text[k]} at {_price(exit_prices[k])}: "
-                              f"{returns[k]}, {of['exit_reason'].iat[k]}"))
+                              f"{returns[k]}, {reasons[k]}"))
     return markers
 
 
