@@ -16,8 +16,8 @@ ask/tell) can make the next trial from the results so far::
         for result in engine.map(trials, sweep_dir, max_in_flight=engine.workers):
             ...
 
-Dask workers are spawned (never forked: a forked torch or sentence model deadlocks) and
-the LocalCluster listens on 127.0.0.1 only, without a dashboard.
+Dask workers are spawned (never forked: a forked torch, which the LSTM provider loads,
+deadlocks) and the LocalCluster listens on 127.0.0.1 only, without a dashboard.
 """
 
 from __future__ import annotations
