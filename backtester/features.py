@@ -1,8 +1,8 @@
 """Per-bar, per-asset indicator features: scale-free, causal, computed by numba kernels.
 
-Kernels take NumPy arrays only and are 1-D unless they say otherwise (``_1d_nb`` works on
-one column, the 2-D twin loops over the columns). Every kernel is causal: the value at bar
-t depends only on bars <= t. ``.py_func`` on any kernel gives the pure-Python path.
+Kernels take NumPy arrays only and work on one column (``_1d_nb``); ``compute_features``
+loops over the columns in Python. Every kernel is causal: the value at bar t depends only
+on bars <= t. ``.py_func`` on any kernel gives the pure-Python path.
 """
 
 from __future__ import annotations
@@ -156,13 +156,15 @@ def features_1d_nb(
 ) -> None:
     """Fill `out` (n_bars, 12) with the FEATURE_NAMES features of one asset."""
     n = close.shape[0]
-    sma5, _ = rolling_mean_std_1d_nb(close, 5)
-    sma20, std20 = rolling_mean_std_1d_nb(close, BOLLINGER_WINDOW)
-    sma50, _ = rolling_mean_std_1d_nb(close, 50)
-    rsi = rsi_1d_nb(close, RSI_PERIOD)
-    macd_line = ema_1d_nb(close, MACD_FAST) - ema_1d_nb(close, MACD_SLOW)
-    signal = ema_1d_nb(macd_line, MACD_SIGNAL)
-    volume_mean, _ = rolling_mean_std_1d_nb(volume, VOLUME_WINDOW)
+    # Windows as int64 scalars: Numba compiles a kernel once per distinct literal int
+    # argument, so Python ints would compile rolling_mean_std_1d_nb and ema_1d_nb 3 times.
+    sma5, _ = rolling_mean_std_1d_nb(close, np.int64(5))
+    sma20, std20 = rolling_mean_std_1d_nb(close, np.int64(BOLLINGER_WINDOW))
+    sma50, _ = rolling_mean_std_1d_nb(close, np.int64(50))
+    rsi = rsi_1d_nb(close, np.int64(RSI_PERIOD))
+    macd_line = ema_1d_nb(close, np.int64(MACD_FAST)) - ema_1d_nb(close, np.int64(MACD_SLOW))
+    signal = ema_1d_nb(macd_line, np.int64(MACD_SIGNAL))
+    volume_mean, _ = rolling_mean_std_1d_nb(volume, np.int64(VOLUME_WINDOW))
     for i in range(n):
         c = close[i]
         out[i, 0] = c / sma5[i] - 1.0
@@ -189,29 +191,6 @@ def features_1d_nb(
         out[i, 11] = (c - open_[i]) / open_[i]
 
 
-@njit(cache=True)
-def features_nb(
-    open_: np.ndarray,
-    high: np.ndarray,
-    low: np.ndarray,
-    close: np.ndarray,
-    volume: np.ndarray,
-) -> np.ndarray:
-    """2-dim version of `features_1d_nb`: (n_bars, n_assets) fields -> (n_bars, n_assets, 12)."""
-    n, n_assets = close.shape
-    out = np.empty((n, n_assets, 12))
-    for j in range(n_assets):
-        features_1d_nb(
-            np.ascontiguousarray(open_[:, j]),
-            np.ascontiguousarray(high[:, j]),
-            np.ascontiguousarray(low[:, j]),
-            np.ascontiguousarray(close[:, j]),
-            np.ascontiguousarray(volume[:, j]),
-            out[:, j, :],
-        )
-    return out
-
-
 def compute_features(bars: Bars) -> np.ndarray:
     """Compute the FEATURE_NAMES features of every bar and asset.
 
@@ -231,7 +210,12 @@ def compute_features(bars: Bars) -> np.ndarray:
         defined from bar index WARMUP_BARS (49) on.
     """
     fields = [
-        np.ascontiguousarray(getattr(bars, name), dtype=np.float64)
+        np.asarray(getattr(bars, name), dtype=np.float64)
         for name in ("open", "high", "low", "close", "volume")
     ]
-    return features_nb(*fields)
+    n, n_assets = fields[3].shape
+    out = np.empty((n, n_assets, len(FEATURE_NAMES)))
+    # A Python loop over the (few) columns: a 2-D kernel would compile the 1-D one again.
+    for j in range(n_assets):
+        features_1d_nb(*(np.ascontiguousarray(a[:, j]) for a in fields), out[:, j, :])
+    return out

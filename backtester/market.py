@@ -11,6 +11,7 @@ import pandas as pd
 from backtester.config import Config
 from backtester.data import embedded_bars, load_bars, parse_timeframe, resample, select_range
 from backtester.data.bars import FIELDS, Bars
+from backtester.engine import warmup as engine_warmup
 from backtester.errors import ConfigError
 from backtester.features import WARMUP_BARS
 from backtester.regime import (
@@ -67,8 +68,13 @@ def _other_warmup(config: Config, timeframes: tuple[str, ...] | None = None) -> 
 
 
 def load_market(config: Config) -> tuple[Bars, int]:
-    """Bars for the period plus warm-up, resampled; and the index of the first traded bar."""
+    """Bars for the period plus warm-up, resampled; and the index of the first traded bar.
+
+    On a cold Numba cache the engine kernel compiles in the background meanwhile
+    (``engine.warmup``).
+    """
     start, end = period_bounds(config)
+    engine_warmup.start()
     data, warmup = config.data, warmup_bars(config)
     step = parse_timeframe(data.timeframe)
     if data.path:
@@ -97,6 +103,7 @@ def prepare_market(config: Config, bars: Bars, source: str) -> tuple[Bars, int]:
     the bars in messages.
     """
     start, end = period_bounds(config)
+    engine_warmup.start()  # no-op when load_market started it, or the kernel is cached
     warmup = warmup_bars(config)
     if parse_timeframe(bars.timeframe) < parse_timeframe(config.data.timeframe):
         bars = resample(bars, config.data.timeframe)  # coarser data than asked: used as it is
@@ -141,5 +148,6 @@ def kernel_ready(bars: Bars) -> Bars:
 
 def volatility(bars: Bars, window: int) -> np.ndarray:
     """Rolling std of log returns per asset (the regime's volatility), (n_bars, n_assets)."""
-    return np.column_stack([log_return_volatility_1d_nb(bars.close[:, j], window)
-                            for j in range(bars.n_assets)])
+    # Contiguous columns: the one signature compute_regimes compiles too.
+    return np.column_stack([log_return_volatility_1d_nb(np.ascontiguousarray(bars.close[:, j]),
+                                                        window) for j in range(bars.n_assets)])

@@ -63,6 +63,11 @@ def regime_first_bar(config: RegimeConfig, timeframe: str | None = None) -> int:
     return max(config.volatility_window + least - 1, config.trend_window)
 
 
+# Fenwick tree updates as int64 scalars: Numba compiles a function once per distinct
+# literal int argument.
+_ADD, _REMOVE = np.int64(1), np.int64(-1)
+
+
 @njit(cache=True)
 def _fenwick_add_nb(tree: np.ndarray, position: int, delta: int) -> None:
     while position < tree.shape[0]:
@@ -79,48 +84,62 @@ def _fenwick_prefix_nb(tree: np.ndarray, position: int) -> int:
     return total
 
 
+def dense_rank_1d(a: np.ndarray) -> np.ndarray:
+    """1-based dense rank (int64) of each valid value of `a`, equal values sharing one; 0 for NaN.
+
+    NumPy sorts here: Numba's own sort would add about 2 s to a cold compile.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    rank = np.zeros(a.shape[0], dtype=np.int64)
+    valid = ~np.isnan(a)
+    rank[valid] = np.unique(a[valid], return_inverse=True)[1] + 1
+    return rank
+
+
 @njit(cache=True)
-def rolling_percentile_1d_nb(a: np.ndarray, window: int, least: int = 0) -> np.ndarray:
+def rolling_percentile_1d_nb(
+    a: np.ndarray, rank: np.ndarray, window: int, least: int = 0
+) -> np.ndarray:
     """Fraction of the trailing `window` values (current included) that are <= the current one.
 
-    NaN until the window holds `window` valid values (a window holding a NaN gives NaN);
-    with ``least`` (0: off), while fewer than `window` values exist since the first valid
-    one (all valid), the fraction is over all of them once there are ``least``.
-    Causal: the count at bar t covers bars t - window + 1 .. t only. The column is sorted
-    once to number its distinct values (a rank only orders values, it carries nothing
-    into a window); a Fenwick tree over those ranks counts the window's values <= the
-    current one in O(log n), so a column costs O(n log n) whatever the window.
+    ``rank`` is ``dense_rank_1d(a)``. NaN until the window holds `window` valid values (a
+    window holding a NaN gives NaN); with ``least`` (0: off), while fewer than `window`
+    values exist since the first valid one (all valid), the fraction is over all of them
+    once there are ``least``. Causal: the count at bar t covers bars t - window + 1 .. t
+    only (a rank only orders values, it carries nothing into a window); a Fenwick tree
+    over the ranks counts the window's values <= the current one in O(log n), so a
+    column costs O(n log n) whatever the window.
     """
     n = a.shape[0]
-    out = np.full(n, np.nan)
-    valid = ~np.isnan(a)
-    rank = np.zeros(n, dtype=np.int64)  # 1-based dense rank of each valid value
+    out = np.empty(n)
     n_levels = 0
-    previous = np.nan
-    for index in np.argsort(a):  # NaN sort last
-        if not valid[index]:
-            break
-        if a[index] != previous:
-            n_levels += 1
-            previous = a[index]
-        rank[index] = n_levels
+    for i in range(n):
+        out[i] = np.nan
+        n_levels = max(n_levels, rank[i])
     tree = np.zeros(n_levels + 1, dtype=np.int64)
     size = 0
     first = -1
     for i in range(n):
-        if first < 0 and valid[i]:
+        valid = rank[i] > 0
+        if first < 0 and valid:
             first = i
-        if i >= window and valid[i - window]:
-            _fenwick_add_nb(tree, rank[i - window], -1)
+        if i >= window and rank[i - window] > 0:
+            _fenwick_add_nb(tree, rank[i - window], _REMOVE)
             size -= 1
-        if valid[i]:
-            _fenwick_add_nb(tree, rank[i], 1)
+        if valid:
+            _fenwick_add_nb(tree, rank[i], _ADD)
             size += 1
             if size == window:
                 out[i] = _fenwick_prefix_nb(tree, rank[i]) / window
             elif 0 < least <= size and size == i - first + 1:
                 out[i] = _fenwick_prefix_nb(tree, rank[i]) / size
     return out
+
+
+def rolling_percentile_1d(a: np.ndarray, window: int, least: int = 0) -> np.ndarray:
+    """``rolling_percentile_1d_nb`` of `a` (float64), ranking it first."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    return rolling_percentile_1d_nb(a, dense_rank_1d(a), window, least)
 
 
 @njit(cache=True)
@@ -156,25 +175,20 @@ def log_return_volatility_1d_nb(close: np.ndarray, window: int) -> np.ndarray:
 
 
 @njit(cache=True)
-def regimes_1d_nb(
-    close: np.ndarray,
-    trend_window: int,
-    volatility_window: int,
-    percentile_window: int,
+def label_regimes_1d_nb(
+    volatility: np.ndarray,
+    percentile: np.ndarray,
+    efficiency: np.ndarray,
     volatile_percentile: float,
     trend_threshold: float,
-    least: int = 0,
 ) -> np.ndarray:
-    """Regime code (int8) of every bar of one asset; UNKNOWN while a window is not full
-    (the percentile's: until it holds ``least`` values, see rolling_percentile_1d_nb).
+    """Regime code (int8) of every bar from its volatility, the volatility's percentile
+    and the efficiency ratio; UNKNOWN where the percentile or the ratio is NaN.
 
     A bar whose volatility is exactly 0 (flat prices) is never VOLATILE, even where
     ties with other zero volatilities put it at the top percentile.
     """
-    n = close.shape[0]
-    volatility = log_return_volatility_1d_nb(close, volatility_window)
-    percentile = rolling_percentile_1d_nb(volatility, percentile_window, least)
-    efficiency = efficiency_ratio_1d_nb(close, trend_window)
+    n = volatility.shape[0]
     out = np.empty(n, dtype=np.int8)
     for i in range(n):
         if np.isnan(percentile[i]) or np.isnan(efficiency[i]):
@@ -188,8 +202,7 @@ def regimes_1d_nb(
     return out
 
 
-@njit(cache=True)
-def regimes_nb(
+def regimes_1d(
     close: np.ndarray,
     trend_window: int,
     volatility_window: int,
@@ -198,20 +211,19 @@ def regimes_nb(
     trend_threshold: float,
     least: int = 0,
 ) -> np.ndarray:
-    """2-dim version of `regimes_1d_nb`: close (n_bars, n_assets) -> int8 (n_bars, n_assets)."""
-    n, n_assets = close.shape
-    out = np.empty((n, n_assets), dtype=np.int8)
-    for j in range(n_assets):
-        out[:, j] = regimes_1d_nb(
-            np.ascontiguousarray(close[:, j]),
-            trend_window,
-            volatility_window,
-            percentile_window,
-            volatile_percentile,
-            trend_threshold,
-            least,
-        )
-    return out
+    """Regime code (int8) of every bar of one asset; UNKNOWN while a window is not full
+    (the percentile's: until it holds ``least`` values, see rolling_percentile_1d_nb).
+
+    Calls one kernel per step from Python: one kernel calling the others would compile
+    them again into itself (seconds of a cold start, nothing at run time).
+    """
+    close = np.ascontiguousarray(close, dtype=np.float64)
+    volatility = log_return_volatility_1d_nb(close, volatility_window)
+    percentile = rolling_percentile_1d(volatility, percentile_window, least)
+    efficiency = efficiency_ratio_1d_nb(close, trend_window)
+    return label_regimes_1d_nb(
+        volatility, percentile, efficiency, float(volatile_percentile), float(trend_threshold)
+    )
 
 
 def compute_regimes(bars: Bars, config: RegimeConfig = RegimeConfig()) -> np.ndarray:
@@ -231,14 +243,17 @@ def compute_regimes(bars: Bars, config: RegimeConfig = RegimeConfig()) -> np.nda
         first ``regime_first_bar(config, bars.timeframe)`` bars (the percentile ranks
         against fewer than `percentile_window` volatilities until ``regime_warmup``).
     """
-    close = np.ascontiguousarray(bars.close, dtype=np.float64)
+    close = np.asarray(bars.close, dtype=np.float64)
     window = percentile_bars(config, bars.timeframe)
-    return regimes_nb(
-        close,
-        int(config.trend_window),
-        int(config.volatility_window),
-        window,
-        float(config.volatile_percentile),
-        float(config.trend_threshold),
-        min(window, MIN_PERCENTILE_VALUES),
-    )
+    out = np.empty(close.shape, dtype=np.int8)
+    for j in range(close.shape[1]):
+        out[:, j] = regimes_1d(
+            close[:, j],
+            int(config.trend_window),
+            int(config.volatility_window),
+            window,
+            float(config.volatile_percentile),
+            float(config.trend_threshold),
+            min(window, MIN_PERCENTILE_VALUES),
+        )
+    return out

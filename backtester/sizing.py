@@ -61,7 +61,7 @@ def bar_volatility(bars: Any, measure: str, window: int) -> np.ndarray:
         columns = [true_range_fraction_1d_nb(bars.high[:, j], bars.low[:, j], bars.close[:, j],
                                              window) for j in range(bars.n_assets)]
     else:
-        columns = [log_return_volatility_1d_nb(bars.close[:, j], window)
+        columns = [log_return_volatility_1d_nb(np.ascontiguousarray(bars.close[:, j]), window)
                    for j in range(bars.n_assets)]
     return np.column_stack(columns)
 

@@ -18,12 +18,14 @@ from backtester.regime import (
     VOLATILE,
     RegimeConfig,
     compute_regimes,
+    dense_rank_1d,
     efficiency_ratio_1d_nb,
+    label_regimes_1d_nb,
     log_return_volatility_1d_nb,
     percentile_bars,
     regime_first_bar,
     regime_warmup,
-    regimes_1d_nb,
+    rolling_percentile_1d,
     rolling_percentile_1d_nb,
 )
 
@@ -140,7 +142,7 @@ def test_short_history_ranks_against_the_volatilities_available():
     assert (regimes[:97] == UNKNOWN).all()
     assert np.isin(regimes[97:], [RANGING, TRENDING, VOLATILE]).all()
     volatility = log_return_volatility_1d_nb(bars.close[:, 0], 48)
-    expanding = rolling_percentile_1d_nb(volatility, 2000, 50)
+    expanding = rolling_percentile_1d(volatility, 2000, 50)
     for t in (97, 200, 399):
         seen = volatility[48 : t + 1]
         assert expanding[t] == np.mean(seen <= volatility[t])
@@ -149,8 +151,8 @@ def test_short_history_ranks_against_the_volatilities_available():
 
 def test_full_window_results_are_unchanged_by_the_shorter_start():
     values = np.random.default_rng(4).normal(size=600)
-    full = rolling_percentile_1d_nb(values, 250)
-    early = rolling_percentile_1d_nb(values, 250, 50)
+    full = rolling_percentile_1d(values, 250)
+    early = rolling_percentile_1d(values, 250, 50)
     np.testing.assert_array_equal(early[249:], full[249:])
     assert np.isnan(full[:249]).all() and not np.isnan(early[49:249]).any()
 
@@ -175,13 +177,13 @@ def test_rolling_percentile_matches_brute_force_with_ties_and_nans(window):
     values = rng.integers(0, 25, 2500).astype(np.float64)  # many ties
     values[[3, 900, 901, 1700]] = np.nan
     expected = brute_force_percentile(values, window)
-    np.testing.assert_array_equal(rolling_percentile_1d_nb(values, window), expected)
+    np.testing.assert_array_equal(rolling_percentile_1d(values, window), expected)
 
 
 def test_rolling_percentile_matches_brute_force_on_continuous_values():
     values = np.random.default_rng(4).lognormal(0.0, 1.0, 3000)
     expected = brute_force_percentile(values, 250)
-    np.testing.assert_array_equal(rolling_percentile_1d_nb(values, 250), expected)
+    np.testing.assert_array_equal(rolling_percentile_1d(values, 250), expected)
 
 
 def test_rolling_percentile_at_or_before_t_ignores_values_after_t():
@@ -189,9 +191,9 @@ def test_rolling_percentile_at_or_before_t_ignores_values_after_t():
     values = rng.normal(size=2000)
     changed = values.copy()
     changed[1201:] = rng.normal(5.0, 3.0, 799)  # new values, also far above the old ones
-    before, after = rolling_percentile_1d_nb(values, 300), rolling_percentile_1d_nb(changed, 300)
+    before, after = rolling_percentile_1d(values, 300), rolling_percentile_1d(changed, 300)
     np.testing.assert_array_equal(after[:1201], before[:1201])
-    np.testing.assert_array_equal(rolling_percentile_1d_nb(values[:1201], 300), before[:1201])
+    np.testing.assert_array_equal(rolling_percentile_1d(values[:1201], 300), before[:1201])
 
 
 def test_efficiency_ratio_matches_hand_computed_example():
@@ -271,7 +273,18 @@ def test_each_asset_column_is_labelled_independently():
     np.testing.assert_array_equal(compute_regimes(bars.select(["S1"]), SMALL)[:, 0], regimes[:, 1])
 
 
+def test_dense_rank_numbers_distinct_values_from_one_and_nan_zero():
+    values = np.array([3.0, np.nan, -0.0, 7.5, 0.0, 3.0, np.nan, -2.0])
+    np.testing.assert_array_equal(dense_rank_1d(values), [3, 0, 2, 4, 2, 3, 0, 1])
+
+
 def test_pure_python_kernel_path_matches_compiled_kernel():
     close = random_walk(200, 1, seed=24)[:, 0]
-    args = (close, 10, 5, 20, 0.85, 0.35)
-    np.testing.assert_array_equal(regimes_1d_nb.py_func(*args), regimes_1d_nb(*args))
+    volatility = log_return_volatility_1d_nb(close, 5)
+    rank = dense_rank_1d(volatility)
+    percentile = rolling_percentile_1d_nb(volatility, rank, 20, 10)
+    np.testing.assert_array_equal(
+        rolling_percentile_1d_nb.py_func(volatility, rank, 20, 10), percentile
+    )
+    args = (volatility, percentile, efficiency_ratio_1d_nb(close, 10), 0.85, 0.35)
+    np.testing.assert_array_equal(label_regimes_1d_nb.py_func(*args), label_regimes_1d_nb(*args))

@@ -159,6 +159,15 @@ def _stream_key(seed: int, name: str) -> np.uint64:
 # ----------------------------------------------------------------------------- kernels
 
 _TREND_UP, _TREND_DOWN, _RANGING, _VOLATILE = range(len(REGIME_NAMES))
+# Draw streams (the hours' are listed in _skeleton_nb's docstring) and the initial steps, as
+# int64 scalars: Numba compiles a function once per distinct literal int argument, so
+# Python ints would compile uniform_nb nine times.
+_VOL_SHOCK, _PRICE_SHOCK, _LEAVE, _NEXT, _DIRECTION, _LENGTH, _INITIAL = (
+    np.int64(k) for k in (0, 1, 2, 3, 4, 6, 7)
+)
+_MARKET_SHOCK = np.int64(0)  # of the market's own key
+_INITIAL_STATE, _INITIAL_DIRECTION, _INITIAL_LENGTH = np.int64(0), np.int64(1), np.int64(2)
+_RETURN, _BURST, _OPEN, _WICK, _SHARE, _VOLUME = (np.int64(k) for k in (0, 2, 3, 4, 5, 6))
 _TWO_PI = 2.0 * math.pi
 _SQRT12 = math.sqrt(12.0)
 
@@ -214,18 +223,20 @@ def _skeleton_nb(
     idiosyncratic = math.sqrt(1.0 - market_loading * market_loading)
     log_vol_var = volatility_of_volatility**2 / (1.0 - volatility_persistence**2)
     n_regimes = regime_drift.shape[0]
-    state = min(int(_uniform_nb(symbol_key, 0, 7) * n_regimes), n_regimes - 1)
+    initial = _uniform_nb(symbol_key, _INITIAL_STATE, _INITIAL)
+    state = min(int(initial * n_regimes), n_regimes - 1)
     x = log_level
     anchor = log_level
-    direction = 1.0 if _uniform_nb(symbol_key, 1, 7) < 0.5 else -1.0
+    direction = 1.0 if _uniform_nb(symbol_key, _INITIAL_DIRECTION, _INITIAL) < 0.5 else -1.0
     burst = 1.0
     age = 0
-    length = _trend_hours_nb(_uniform_nb(symbol_key, 2, 7), regime_leave[state], trend_spread)
+    length = _trend_hours_nb(_uniform_nb(symbol_key, _INITIAL_LENGTH, _INITIAL),
+                             regime_leave[state], trend_spread)
     log_vol = 0.0
     for t in range(n_hours):
-        vol_shock = _normal_nb(symbol_key, t, 0)
-        price_shock = _normal_nb(symbol_key, t, 1)
-        market_shock = _normal_nb(market_key, t, 0)
+        vol_shock = _normal_nb(symbol_key, t, _VOL_SHOCK)
+        price_shock = _normal_nb(symbol_key, t, _PRICE_SHOCK)
+        market_shock = _normal_nb(market_key, t, _MARKET_SHOCK)
         log_vol = volatility_persistence * log_vol + volatility_of_volatility * vol_shock
         hour_of_day = t % 24
         season = 1.0 + intraday_amplitude * math.cos(_TWO_PI * (hour_of_day - 15) / 24.0)
@@ -248,12 +259,12 @@ def _skeleton_nb(
         if state == _TREND_UP or state == _TREND_DOWN:
             leave = age >= length
         else:
-            leave = _uniform_nb(symbol_key, t, 2) < regime_leave[state]
+            leave = _uniform_nb(symbol_key, t, _LEAVE) < regime_leave[state]
         if not leave:
             continue
         age = 0
-        u = _uniform_nb(symbol_key, t, 3)
-        v = _uniform_nb(symbol_key, t, 4)
+        u = _uniform_nb(symbol_key, t, _NEXT)
+        v = _uniform_nb(symbol_key, t, _DIRECTION)
         up = v < _up_probability_nb(x, log_level, trend_reversion)
         if u < regime_next_cumulative[state, 0]:
             if state == _VOLATILE:  # the burst's direction, or (v rescaled) a fresh one
@@ -263,7 +274,7 @@ def _skeleton_nb(
                     w = (v - follow_through) / (1.0 - follow_through)
                     up = w < _up_probability_nb(x, log_level, trend_reversion)
             state = _TREND_UP if up else _TREND_DOWN
-            length = _trend_hours_nb(_uniform_nb(symbol_key, t, 6), regime_leave[state],
+            length = _trend_hours_nb(_uniform_nb(symbol_key, t, _LENGTH), regime_leave[state],
                                      trend_spread)
         elif u < regime_next_cumulative[state, 1]:
             state = _RANGING
@@ -311,8 +322,8 @@ def _minutes_nb(
         burst = 0.0
         weight_sum = 0.0
         for i in range(60):
-            z_return = _normal_nb(symbol_key, base + i, 0)
-            n = (_uniform_nb(symbol_key, base + i, 2) - 0.5) * _SQRT12
+            z_return = _normal_nb(symbol_key, base + i, _RETURN)
+            n = (_uniform_nb(symbol_key, base + i, _BURST) - 0.5) * _SQRT12
             burst = n if i == 0 else burst_persistence * burst + burst_innovation * n
             b = math.exp(burst_scale * burst)
             minute_sigma[i] = b
@@ -336,11 +347,11 @@ def _minutes_nb(
             close = math.exp(x)
             if m >= first_minute and m < stop_minute:
                 row = m - first_minute
-                n_open = (_uniform_nb(symbol_key, m, 3) - 0.5) * _SQRT12
+                n_open = (_uniform_nb(symbol_key, m, _OPEN) - 0.5) * _SQRT12
                 opening = previous_close * (1.0 + open_noise * s * n_open)
                 # An exponential excursion shared out between the upper and lower wick.
-                excursion = -wick_scale * s * math.log(_uniform_nb(symbol_key, m, 4))
-                share = _uniform_nb(symbol_key, m, 5)
+                excursion = -wick_scale * s * math.log(_uniform_nb(symbol_key, m, _WICK))
+                share = _uniform_nb(symbol_key, m, _SHARE)
                 out_open[row, column] = opening
                 out_close[row, column] = close
                 out_high[row, column] = max(opening, close) * (1.0 + excursion * share)
@@ -350,7 +361,7 @@ def _minutes_nb(
                     base_volume
                     * (s / base_sigma_minute)
                     * move
-                    * (1.0 + volume_noise * (2.0 * _uniform_nb(symbol_key, m, 6) - 1.0))
+                    * (1.0 + volume_noise * (2.0 * _uniform_nb(symbol_key, m, _VOLUME) - 1.0))
                 )
             previous_close = close
 

@@ -285,7 +285,8 @@ def simulate_nb(
     last_equity = account[ACCOUNT_LAST_EQUITY]
     # The rules' own running values stay in ``account`` and ``clock`` (read and written
     # there, behind their flags): fewer values carried by the loop keep the fast path fast.
-    n_trades = 0
+    # An int64 zero, not a literal 0: Numba would compile close_all_nb twice.
+    n_trades = np.int64(0)
     n_open = 0
     n_pending = 0
     for a in range(n_assets):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from backtester.engine import warmup
 from backtester.engine.inputs import (
     PRICE_FIELDS,
     CheckedPrices,
@@ -243,6 +244,8 @@ def simulate(
     open_positions = np.empty(n_bars, dtype=np.int64)
     risk = np.zeros((RISK_SIZE, 2), dtype=np.int64)
 
+    if use_numba:
+        warmup.wait()  # a background compile of simulate_nb, if one runs, fills the cache
     kernel = simulate_nb if use_numba else simulate_nb.py_func
     n_trades, status = kernel(
         *prices, *arrays, params,
