@@ -31,19 +31,41 @@ def _stamp(root: Path) -> str:
     return digest.hexdigest()
 
 
-def refresh(root: Path = ROOT) -> None:
-    """Delete the cached kernels under ``root`` when any source file changed since they
-    were compiled; never raises (a read-only install keeps Numba's own checks)."""
-    path = root / "__pycache__" / STAMP_NAME
+def _cache_folders(root: Path, cache_dir: str | None) -> list[Path]:
+    """Where Numba keeps the cached kernels of the modules under ``root``: each package
+    folder's ``__pycache__``, or with ``NUMBA_CACHE_DIR`` set, the folder Numba names
+    ``<folder name>_<sha1 of the folder's absolute path>`` inside it."""
+    folders = []
+    for folder, names, _ in os.walk(root):
+        names[:] = [n for n in names if n != "__pycache__"]
+        if cache_dir:
+            source = os.path.abspath(folder)
+            digest = hashlib.sha1(source.encode()).hexdigest()
+            folders.append(Path(cache_dir) / f"{os.path.basename(source)}_{digest}")
+        else:
+            folders.append(Path(folder) / "__pycache__")
+    return folders
+
+
+def refresh(root: Path = ROOT, cache_dir: str | None = None) -> None:
+    """Delete the cached kernels of the modules under ``root`` when any source file
+    changed since they were compiled; never raises (a read-only install keeps Numba's own
+    checks). ``cache_dir`` is Numba's cache folder when one is set (default: the
+    ``NUMBA_CACHE_DIR`` environment variable, as Numba reads it); the stamp lives beside
+    the kernels it vouches for."""
+    cache_dir = os.environ.get("NUMBA_CACHE_DIR") if cache_dir is None else cache_dir
+    folders = _cache_folders(root, cache_dir)
+    path = folders[0] / STAMP_NAME
     try:
         stamp = _stamp(root)
         if path.exists() and path.read_text() == stamp:
             return
-        for folder, _, files in os.walk(root):
-            for name in files:
-                if name.endswith((".nbi", ".nbc")):
-                    os.remove(os.path.join(folder, name))
-        path.parent.mkdir(exist_ok=True)
+        for folder in folders:
+            if folder.is_dir():
+                for entry in os.scandir(folder):
+                    if entry.name.endswith((".nbi", ".nbc")):
+                        os.remove(entry.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f"{STAMP_NAME}.{os.getpid()}.tmp")
         temporary.write_text(stamp)
         os.replace(temporary, path)
