@@ -11,21 +11,7 @@ import numpy as np
 from numba import njit
 
 from backtester.data.bars import Bars
-
-FEATURE_NAMES: tuple[str, ...] = (
-    "sma5",
-    "sma20",
-    "sma50",
-    "rsi14",
-    "macd",
-    "macd_signal",
-    "macd_hist",
-    "bb_position",
-    "volume_ratio",
-    "hl_range",
-    "close_position",
-    "oc_range",
-)
+from backtester.feature_names import FEATURE_NAMES  # noqa: F401 (re-exported)
 
 RSI_PERIOD = 14
 MACD_FAST, MACD_SLOW, MACD_SIGNAL = 12, 26, 9

@@ -192,7 +192,7 @@ def main() -> None:
 def sentence_tokens(texts: list[str]) -> list[list[int]]:
     from backtester.memory import embedders
 
-    return embedders._load_sentence_model().tokenizer(texts)["input_ids"]
+    return embedders._load_sentence_model().tokenize(texts)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import orjson
+
 
 def test_import_config_loads_neither_pandas_nor_numba():
     code = ("import backtester.config, sys; "
@@ -33,3 +35,22 @@ def test_the_ensemble_module_loads_neither_pandas_nor_numba():
     from backtester import regime, regime_config
 
     assert regime.REGIME_NAMES is regime_config.REGIME_NAMES
+
+
+def test_bt_memory_inspect_loads_neither_numba_pandas_faiss_nor_torch(tmp_path):
+    # Arrange: a memory of two chunks, with the vector segments a run appends
+    from tests.memory.test_text_search import learned
+
+    learned(tmp_path)
+    code = ("import sys; from backtester.cli import app\n"
+            "try:\n    app(['memory', 'inspect', '--json', '--memory-dir', sys.argv[1]])\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('HEAVY', [m for m in ('numba', 'pandas', 'faiss', 'torch') "
+            "if m in sys.modules], file=sys.stderr)\n")
+    # Act
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True)
+    # Assert
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert orjson.loads(out.stdout)["vectors"]["rows"] == 8  # the manifest's row counts
+    assert "HEAVY []" in out.stderr

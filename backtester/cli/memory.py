@@ -59,7 +59,6 @@ def memory_report(folder: Path) -> dict[str, Any]:
         MemoryStore.open(folder, config_hash=None, create=True)  # refuses a lost manifest
         return {"folder": str(folder), "empty": True, "exists": True}
     store = MemoryStore.open(folder, config_hash=None, create=False)
-    store.check_outcomes()
     summary = store.summary()
     snapshots, missing = [], []
     for chunk in store.committed_chunks():
@@ -87,9 +86,9 @@ def memory_report(folder: Path) -> dict[str, Any]:
         header = read_json(index, folder=folder)
         if not isinstance(header, dict):
             header = {}
-        from backtester.memory.vector_files import index_rows
+        from backtester.memory.census import vector_rows
 
-        vectors = {"rows": index_rows(folder, header, summary["generation"]),
+        vectors = {"rows": vector_rows(folder, header, store.manifest),
                    "generation": header.get("generation"),
                    "state_dim": header.get("state_dim"),
                    "text_embedder": header.get("text_embedder"),
@@ -115,7 +114,11 @@ def memory_report(folder: Path) -> dict[str, Any]:
 @app.command()
 def inspect(memory_dir: MemoryDirOpt = None, config: ConfigOpt = None,
             json: JsonOpt = False) -> None:
-    """Show what the memory holds and what it learned."""
+    """Show what the memory holds and what it learned.
+
+    Reads the manifest, the stats files and the snapshots: counts come from what the
+    manifest records, and no outcome file is read; `bt memory doctor` reads and verifies
+    every file."""
     try:
         folder = _folder(config, memory_dir)
         data = memory_report(folder)
@@ -250,13 +253,14 @@ def search(
     config: ConfigOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """The past situations most similar to TEXT, with their outcomes."""
-    from backtester.memory.store import MemoryStore
-    from backtester.memory.vectors import VectorMemory
+    """The past situations most similar to TEXT, with their outcomes.
 
+    Rows the text index lacks (a run embeds no text) are embedded first and stored in the
+    folder for the next search, unless a run holds the folder's lock."""
     try:
         folder = _folder(config, memory_dir)
         from backtester.memory.embedders import HashingEmbedder, index_embedder
+        from backtester.memory.text_search import search_text
 
         if not folder.exists():
             raise MemoryStoreError(f"{folder}: no memory folder here; check the path, or run "
@@ -264,19 +268,16 @@ def search(
         embedder = index_embedder(folder)
         if embedder is None and not (folder / "vectors" / "index.json").exists():
             raise MemoryStoreError(f"{folder}: no vector index yet; run `bt run` first")
-        store = MemoryStore.open(folder, config_hash=None, create=False)
-        vectors = VectorMemory.load(folder, committed_generation=store.generation,
-                                    max_size=10**9, embedder=embedder or HashingEmbedder(),
-                                    files=store.manifest.get("files"))
-        vectors.outcome_reader = store.outcomes_by_id
-        behind = vectors.info()["rows"] - vectors.text_rows
-        hits = vectors.search_text(text, k)
+        found = search_text(folder, text, k, embedder or HashingEmbedder())
     except BtError as e:
         fail(e)
-    if behind and not json:  # the run leaves text to whoever reads it; nothing written
-        error_console.print(f"note: embedded {behind:,} situations the text index lacked, for "
-                          "this search only; `bt memory doctor` stores them", highlight=False,
-                          markup=False)
+    hits = found.hits
+    if found.embedded and not json:  # the run leaves text to whoever reads it
+        kept = ("stored for the next search" if found.stored else
+                "for this search only (the folder is locked by a run, or from before the "
+                "manifest recorded its vector files: `bt memory doctor` stores them)")
+        error_console.print(f"note: embedded {found.embedded:,} situations the text index "
+                            f"lacked, {kept}", highlight=False, markup=False)
     if json:
         _print_json(hits)
         return

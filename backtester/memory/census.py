@@ -13,15 +13,22 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from backtester.errors import MemoryStoreError
+import orjson
+
 from backtester.memory.integrity import (
     DERIVED_FILES,
+    FILES_KEY,
+    INDEX_NAME,
     LLM_CACHE,
     MANIFEST,
     OUTCOME_NAME,
     QUARANTINE,
+    SEGMENT_NAME,
     SNAPSHOT_NAME,
     VECTORS,
     doctor_hint,
+    is_int,
+    part_counts,
 )
 from backtester.memory.io import LOCK_NAME, is_temporary
 
@@ -112,6 +119,34 @@ def _check_no_foreign_files(folder: Path) -> None:
             f"{folder / MANIFEST}: is missing beside {found} (never restarted empty: that "
             f"would forget them); {doctor_hint(folder, 'to rebuild it from the snapshots')}"
         )
+
+
+def vector_rows(folder: Path, header: dict, manifest: dict) -> int:
+    """How many rows the vector index holds: the row counts the manifest records of its
+    rows files (vectors/index.json and the chunk segments, rows_<g>.json, in force); in a
+    folder saved before those records, index.json's rows (``header``) and those of the
+    segments above its generation up to the committed one. A census for `bt memory
+    inspect` (no file is verified here: a run and the doctor do)."""
+    files = manifest.get(FILES_KEY) if isinstance(manifest.get(FILES_KEY), dict) else {}
+    base = header.get("generation") if is_int(header.get("generation")) else 0
+    index = part_counts(files.get(INDEX_NAME))
+    segments = [(name, SEGMENT_NAME.fullmatch(name[len(VECTORS) + 1:])) for name in files
+                if name.startswith(f"{VECTORS}/")]
+    names = [name for name, match in segments if match and int(match[1]) > base]
+    counts = [index, *(part_counts(files[name]) for name in names)]
+    if all(count is not None for count in counts):
+        return sum(rows for rows, _ in counts)
+    rows = header.get("rows")
+    total = len(rows) if isinstance(rows, list) else 0
+    vectors = folder / VECTORS
+    for name in os.listdir(vectors):
+        match = SEGMENT_NAME.fullmatch(name)
+        if match and base < int(match[1]) <= manifest["generation"]:
+            try:
+                total += len(orjson.loads((vectors / name).read_bytes())["rows"])
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+                continue
+    return total
 
 
 def _provider_rows(stats: dict) -> dict:

@@ -160,7 +160,8 @@ class _Doctor:
                 continue
             if not path.is_file():
                 self._problem(f"{name}: missing, the manifest commits it; rebuilt")
-            elif digest(path.read_bytes()) != expected:
+            elif digest(path.read_bytes()) != {key: expected.get(key) for key in
+                                                ("sha256", "size")}:  # and row counts
                 self._problem(f"{name}: its bytes differ from what {MANIFEST} committed; "
                               "rebuilt")
         if vectors.exists() and not vectors.is_dir():

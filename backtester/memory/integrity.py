@@ -4,8 +4,10 @@ A memory folder may come from someone else, so nothing in it is trusted:
 
 - every name read from a document (run ids, snapshot names) must match its pattern, so a
   path built from it stays inside the folder (``check_inside`` verifies the resolved path);
-- no symlink may sit inside the folder (``refuse_symlinks``): bt never reads, writes or
-  deletes outside it through one;
+- no symlink may sit inside the folder (``refuse_symlinks``; an open checks the entries
+  it reads and lists its subfolders, and opens each outcome file without following a link,
+  ``read_own``; the doctor checks every entry): bt never reads, writes or deletes outside
+  it through one;
 - the manifest records a sha256 and size of each stats and vector file it commits
   (``FILES_KEY``); a file whose bytes differ is refused (``verify``); folders written
   before these digests existed load unchecked until their next commit;
@@ -17,6 +19,7 @@ Every repair hint names the folder unless it is the default (``doctor_hint``).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -61,6 +64,15 @@ SNAPSHOT_KEYS = (  # written by commit_chunk around the caller's snapshot dict
     "config_hash", "outcomes", "provider_stats", "regime_stats", "parameters",
 )
 OUTCOME_NAME = re.compile(r"outcome_(-?\d+)\.json")
+SEGMENT_NAME = re.compile(r"rows_(\d{1,9})\.json")  # vectors/: a chunk's rows, appended
+# vectors/: text vectors a search embedded, rows [first, end), named by its content too
+TEXT_SEGMENT_NAME = re.compile(r"text_(\d{1,12})_(\d{1,12})_([0-9a-f]{16})\.f32")
+# What the manifest records of each vector rows file in force (vectors/index.json,
+# vectors/rows_<g>.json) beside its digest: how many rows it holds and the newest entry
+# time among them (ns UTC), so that an open reads only the files that can hold the newest
+# max_memory_size rows, and `bt memory inspect` counts rows without reading them.
+PART_ROWS, PART_NEWEST = "rows", "newest_entry"
+INDEX_NAME = f"{VECTORS}/index.json"
 SNAPSHOT_NAME = re.compile(r"snapshot_\d{8}_\d{6}(_g\d+)?\.json")
 INT64 = (-(2**63), 2**63 - 1)
 
@@ -89,12 +101,16 @@ def check_inside(folder: Path, path: Path) -> Path:
     return path
 
 
-def refuse_symlinks(folder: Path | str, subfolders: Iterable[str] = (VECTORS,)) -> None:
+def refuse_symlinks(folder: Path | str, subfolders: Iterable[str] = (VECTORS,),
+                    names: Iterable[str] | None = None) -> None:
     """Raise when ``folder`` or the named subfolders hold a symlink (the folder itself may
-    be one: the user chose it). One line naming the links."""
+    be one: the user chose it). One line naming the links. ``names``: of ``folder`` itself
+    only these entries are checked (an open does not list the outcome files; each file
+    it reads is opened without following a link, ``read_own``)."""
     folder = Path(folder)
-    links = []
-    for where in (folder, *(folder / name for name in subfolders)):
+    links = [] if names is None else [
+        folder / name for name in names if os.path.islink(os.path.join(folder, name))]
+    for where in ((folder,) if names is None else ()) + tuple(folder / n for n in subfolders):
         try:
             with os.scandir(where) as entries:
                 links += [Path(entry.path) for entry in entries if entry.is_symlink()]
@@ -107,6 +123,27 @@ def refuse_symlinks(folder: Path | str, subfolders: Iterable[str] = (VECTORS,)) 
             f"{folder}: holds symbolic links ({shown}{more}); a memory folder must hold its "
             "own files: replace each link with the files it points to, or remove it"
         )
+
+
+def read_own(path: str, folder: Path | str) -> bytes:
+    """The bytes of ``path``, a file of the memory ``folder``, never through a symbolic
+    link (refused in one line); FileNotFoundError when it is missing."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise MemoryStoreError(
+                f"{folder}: holds symbolic links ({os.path.relpath(path, folder)}); a memory "
+                "folder must hold its own files: replace each link with the files it points "
+                "to, or remove it") from None
+        raise
+    try:
+        blocks = []
+        while block := os.read(descriptor, 1 << 16):
+            blocks.append(block)
+    finally:
+        os.close(descriptor)
+    return b"".join(blocks)
 
 
 def is_snapshot_name(name: Any) -> bool:
@@ -136,15 +173,31 @@ def verify(folder: Path, name: str, data: bytes, recorded: dict | None) -> None:
         )
 
 
+def part_counts(record: Any) -> tuple[int, int | None] | None:
+    """(rows, newest entry ns or None) a manifest record holds; None when it holds none
+    (a folder saved before these records)."""
+    if not isinstance(record, dict) or not is_int(record.get(PART_ROWS)) \
+            or record[PART_ROWS] < 0:
+        return None
+    newest = record.get(PART_NEWEST)
+    if newest is None and record[PART_ROWS] == 0 or is_int(newest):
+        return record[PART_ROWS], newest
+    return None
+
+
 # -- document shapes --------------------------------------------------------------------
 
 
 def is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
+    return type(value) is int or isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def _is_finite(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    kind = type(value)  # the JSON types first: the ABC checks cost ~5 us a value
+    if kind is float:
+        return math.isfinite(value)
+    return kind is int or (isinstance(value, Real) and not isinstance(value, bool)
+                           and math.isfinite(value))
 
 
 def check_schema(document: Any, folder: Path) -> None:

@@ -22,10 +22,9 @@ import os
 import warnings
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
 
 from backtester.errors import MemoryStoreError
 from backtester.memory.backup import backup_aside, reset  # noqa: F401 (re-exported)
@@ -74,11 +73,15 @@ from backtester.memory.integrity import (  # noqa: F401 (re-exported: the file l
     manifest_problem,
     missing,
     outcome_problem,
+    read_own,
     refuse_symlinks,
     schema_problem,
     snapshot_problem,
     verify,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CHUNK_PROVIDER_COUNTS = "chunk_provider_counts"
 CHUNK_REGIME_COUNTS = "chunk_regime_counts"
@@ -153,7 +156,8 @@ class MemoryStore:
         """
         folder = Path(folder)
         path = folder / MANIFEST
-        refuse_symlinks(folder, (VECTORS, QUARANTINE, LLM_CACHE))
+        refuse_symlinks(folder, (VECTORS, QUARANTINE, LLM_CACHE),
+                        names=(MANIFEST, *DERIVED_FILES, VECTORS, QUARANTINE, LLM_CACHE))
         try:
             manifest = read_json(path, folder=folder)
         except FileNotFoundError:
@@ -236,52 +240,49 @@ class MemoryStore:
         return outcomes
 
     def check_outcomes(self, decision_ids: Collection[int] | None = None) -> int:
-        """Check the outcome files (what a run does on open); returns how many there are.
+        """Read and validate outcome files in full; returns how many were read.
 
-        ``decision_ids`` None: read and validate every file (``bt memory inspect``).
-        Otherwise only those outcomes are read and validated in full, and must exist (a run
-        passes the ones its vector memory searches: the newest memory.max_memory_size);
-        every other file gets the cheap checks, a regular file of its name and not empty,
-        so that an open does not grow with the whole memory. Raises like
+        ``decision_ids`` None: every file in the folder. Otherwise only those,
+        which must exist: a run passes the ones its vector memory searches (the newest
+        memory.max_memory_size), so that an open reads, and lists, no other file and does
+        not grow with the whole memory; ``bt memory doctor`` reads them all. Raises like
         ``read_outcomes``.
         """
         if decision_ids is None:
             return sum(1 for _ in self._outcomes())
-        names = _outcome_names(self.folder)
-        wanted = {f"outcome_{i}.json" for i in decision_ids if is_int(i)}
-        absent = sorted(wanted.difference(names))
+        names = sorted({f"outcome_{i}.json" for i in decision_ids if is_int(i)})
+        absent: list[str] = []
+        read = sum(1 for _ in self._outcomes(names, absent))
         if absent:
             raise MemoryStoreError(
                 f"{self.folder / absent[0]}: is missing ({len(absent)} outcome files the "
                 f"vector index holds are); {doctor_hint(self.folder, 'to rebuild the index')}"
             )
-        folder = os.fspath(self.folder)
-        for name in names:
-            if name not in wanted and os.stat(os.path.join(folder, name)).st_size == 0:
-                raise MemoryStoreError(f"{os.path.join(folder, name)}: is empty; "
-                                       f"{doctor_hint(self.folder, 'to quarantine it')}")
-        for _ in self._outcomes(sorted(wanted)):
-            pass
-        return len(names)
+        return read
 
     def outcomes_by_id(self, decision_ids: Collection[int]) -> dict[int, dict]:
         """The outcome files of ``decision_ids`` that exist, validated, by decision id
         (what the text index reads to embed the rows it lacks)."""
-        present = set(_outcome_names(self.folder))
-        names = [name for name in (f"outcome_{i}.json" for i in decision_ids if is_int(i))
-                 if name in present]
-        return {outcome["decision_id"]: outcome for outcome in self._outcomes(names)}
+        names = [f"outcome_{i}.json" for i in decision_ids if is_int(i)]
+        return {outcome["decision_id"]: outcome for outcome in self._outcomes(names, [])}
 
-    def _outcomes(self, names: list[str] | None = None) -> Iterator[dict]:
+    def _outcomes(self, names: list[str] | None = None,
+                  absent: list[str] | None = None) -> Iterator[dict]:
         """Every outcome file's document (or those of ``names``), validated (schema, keys,
-        finite numbers, the decision id of its name); a bad one raises naming it."""
+        finite numbers, the decision id of its name); a bad one raises naming it. With
+        ``absent``, a missing file's name is put there instead of raising."""
         folder = os.fspath(self.folder)
         if names is None:
             names = _outcome_names(self.folder)  # plain strings: pathlib costs 30 us a file
         for name in names:
             path = os.path.join(folder, name)
-            with open(path, "rb") as source:
-                data = source.read()
+            try:
+                data = read_own(path, self.folder)
+            except FileNotFoundError:
+                if absent is None:
+                    raise
+                absent.append(name)
+                continue
             try:
                 outcome = orjson.loads(data)
             except orjson.JSONDecodeError:
@@ -443,6 +444,21 @@ class MemoryStore:
             key: orjson.loads(encoded[key])[key] for key in DERIVED_FILES.values()
         }
 
+    def record_files(self, records: dict[str, dict]) -> None:
+        """Add ``records`` ({path relative to the folder: digest}) to the manifest's files,
+        the generation unchanged (the text segment a search stored): the manifest is
+        rewritten atomically, the commit point of files written before. Call under the
+        folder's lock (``FolderLock``), with a store opened under it."""
+        if not records:
+            return
+        if not holds_lock(self.folder):
+            raise MemoryStoreError(f"{self.folder}: recording files needs the folder's lock; "
+                                   "take it with FolderLock first")
+        files = {**(self.manifest.get(FILES_KEY) or {}), **records}
+        encoded = dumps_json({**self.manifest, FILES_KEY: dict(sorted(files.items()))})
+        _write_manifest(self.folder, encoded)
+        self.manifest = orjson.loads(encoded)
+
     def finish_run(self) -> None:
         """Clear the manifest's "active_run" (the run completed; nothing to resume)."""
         if self.manifest["active_run"] is None:
@@ -470,6 +486,8 @@ def _write_manifest(folder: Path, data: bytes) -> None:
 
 
 def _utc(value: Any, what: str) -> pd.Timestamp:
+    import pandas as pd  # a commit only: opening a store (`bt memory inspect`) needs none
+
     try:
         stamp = pd.Timestamp(value)
     except (TypeError, ValueError) as error:

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from backtester.features import FEATURE_NAMES
-from backtester.regime import RANGING, REGIME_NAMES, TRENDING, VOLATILE
-from backtester.timeframes import timeframe_blocks
+from backtester.feature_names import FEATURE_NAMES
+from backtester.regime_config import RANGING, REGIME_NAMES, TRENDING, VOLATILE
 
 STATE_REGIMES = (RANGING, TRENDING, VOLATILE)
 REGIME_STATE_NAMES = tuple(f"regime_{REGIME_NAMES[r].lower()}" for r in STATE_REGIMES)
@@ -41,6 +40,8 @@ def state_names_mismatch(recorded: tuple[str, ...] | None, dim: int,
 
 
 def _describe_names(names: tuple[str, ...] | None, dim: int) -> str:
+    from backtester.timeframes import timeframe_blocks  # pandas, numba: not for inspect
+
     if names is None:
         return f"{dim} unnamed dimensions"
     blocks = [tf for tf, _ in timeframe_blocks(names)]
@@ -54,6 +55,8 @@ def _features(outcome: dict[str, Any]) -> dict[str, float]:
 
 def _higher(outcome: dict[str, Any], names: tuple[str, ...]) -> list[tuple[str, dict]]:
     """(timeframe, {feature: value}) of each higher-timeframe block of the state."""
+    from backtester.timeframes import timeframe_blocks
+
     state = list(outcome["state"])
     return [(tf, dict(zip(FEATURE_NAMES, state[first:first + len(FEATURE_NAMES)])))
             for tf, first in timeframe_blocks(tuple(names)[:len(state)])]

@@ -12,8 +12,8 @@ and the repair (``bt memory doctor``, with ``--memory-dir`` unless the default f
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,15 @@ import pandas as pd
 
 from backtester.errors import MemoryStoreError
 from backtester.memory.embedders import Embedder
-from backtester.memory.integrity import digest, doctor_hint, verify
+from backtester.memory.integrity import (  # noqa: F401 (re-exported: the file layout)
+    PART_NEWEST,
+    PART_ROWS,
+    SEGMENT_NAME,
+    TEXT_SEGMENT_NAME,
+    digest,
+    doctor_hint,
+    verify,
+)
 from backtester.memory.io import atomic_write_bytes, atomic_write_many
 from backtester.memory.texts import STATE_NAMES
 
@@ -260,7 +268,6 @@ def _timestamp_ns(value: Any) -> int:
 # and rows_<generation>.json ({schema_version, generation, state_dim, rows}). They extend
 # the base (states.faiss, index.json) with the generations above index.json's.
 
-SEGMENT_NAME = re.compile(r"rows_(\d{1,9})\.json")
 
 
 def segment_names(generation: int) -> tuple[str, str]:
@@ -272,21 +279,65 @@ def segment_names(generation: int) -> tuple[str, str]:
 def segment_generations(folder: Path, above: int, upto: int,
                         files: dict[str, Any] | None) -> list[int]:
     """The generations of the segments in force: above the base's, up to the committed
-    one; with digests recorded, exactly those the manifest commits (missing ones raise)."""
-    vectors = Path(folder) / VECTORS_FOLDER
-    found = {int(match.group(1)) for match in map(SEGMENT_NAME.fullmatch, os.listdir(vectors))
-             if match}
+    one; with digests recorded, exactly those the manifest commits (the folder is not
+    listed: one that is missing raises when it is read)."""
     if files is not None and any(name.startswith(f"{VECTORS_FOLDER}/") for name in files):
         recorded = {int(match.group(1)) for match in
                     (SEGMENT_NAME.fullmatch(name[len(VECTORS_FOLDER) + 1:]) for name in files)
                     if match}
-        wanted = sorted(g for g in recorded if above < g <= upto)
-        absent = [g for g in wanted if g not in found]
-        if absent:
-            raise MemoryStoreError(f"{Path(folder) / segment_names(absent[0])[1]}: file is "
-                                   f"missing, the manifest commits it; {_doctor(folder)}")
-        return wanted
+        return sorted(g for g in recorded if above < g <= upto)
+    vectors = Path(folder) / VECTORS_FOLDER
+    found = {int(match.group(1)) for match in map(SEGMENT_NAME.fullmatch, os.listdir(vectors))
+             if match}
     return sorted(g for g in found if above < g <= upto)
+
+
+def encode_text_segment(first: int, vectors: np.ndarray) -> tuple[str, bytes]:
+    """Text vectors of rows [first, first + n) as a text segment: (path relative to the
+    memory folder, bytes: float32 little-endian, row-major), named by rows and content."""
+    data = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
+    name = (f"text_{first}_{first + len(vectors)}_"
+            f"{hashlib.sha256(data).hexdigest()[:16]}.f32")
+    return f"{VECTORS_FOLDER}/{name}", data
+
+
+def read_text_segments(folder: Path, files: dict[str, Any] | None, first: int, dim: int,
+                       upto: int) -> np.ndarray:
+    """(n, dim) float32: the text vectors of the text segments the manifest records,
+    chained from row ``first`` (text.faiss's end) up to row ``upto`` at most, each checked
+    against its digest; a segment no manifest records is never read (a search that
+    crashed before its manifest)."""
+    chain = {}
+    for name in files or {}:
+        match = TEXT_SEGMENT_NAME.fullmatch(name[len(VECTORS_FOLDER) + 1:])
+        if match and name.startswith(f"{VECTORS_FOLDER}/"):
+            chain[int(match[1])] = (name, int(match[2]))
+    blocks, covered = [], first
+    while covered in chain and covered < chain[covered][1] <= upto:
+        name, end = chain[covered]
+        path = Path(folder) / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise MemoryStoreError(f"{path}: file is missing, the manifest commits it; "
+                                   f"{_doctor(folder)}") from None
+        verify(folder, name, data, files)
+        if len(data) != (end - covered) * dim * 4:
+            raise MemoryStoreError(f"{path}: must hold {end - covered} rows of {dim} float32 "
+                                   f"({(end - covered) * dim * 4} bytes), was {len(data)} "
+                                   f"bytes; {_doctor(folder)}")
+        block = np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(end - covered, dim)
+        if not np.isfinite(block).all():
+            raise MemoryStoreError(f"{path}: holds NaN or infinite values; {_doctor(folder)}")
+        blocks.append(block)
+        covered = end
+    return np.concatenate(blocks) if blocks else np.zeros((0, dim), dtype=np.float32)
+
+
+def part_record(record: dict[str, Any], times: np.ndarray) -> dict[str, Any]:
+    """A rows file's digest ``record`` with its row count and newest entry time (ns)."""
+    return {**record, PART_ROWS: len(times),
+            PART_NEWEST: int(times.max()) if len(times) else None}
 
 
 def read_segment(folder: Path, generation: int, state_dim: int | None,
@@ -358,24 +409,3 @@ def encode_segment(generation: int, states: np.ndarray, rows: list[dict],
                 "state_dim": state_dim, "rows": rows}
     return [(states_name, np.ascontiguousarray(states, dtype="<f4").tobytes()),
             (rows_name, orjson.dumps(document))]
-
-
-def index_rows(folder: Path | str, header: dict[str, Any], committed: int | None = None
-               ) -> int:
-    """How many rows the vector index holds: index.json's (``header``) and those of the
-    chunk segments appended since, up to the ``committed`` generation (a crash's leftovers
-    above it are not rows; ``bt memory inspect``; unchecked, a census)."""
-    vectors = Path(folder) / VECTORS_FOLDER
-    rows = header.get("rows")
-    count = len(rows) if isinstance(rows, list) else 0
-    base = header.get("generation") if _is_count(header.get("generation")) else 0
-    for name in os.listdir(vectors):
-        match = SEGMENT_NAME.fullmatch(name)
-        if match and base < int(match.group(1)) <= (committed if committed is not None
-                                                    else int(match.group(1))):
-            try:
-                segment = orjson.loads((vectors / name).read_bytes())
-                count += len(segment["rows"])
-            except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
-                continue
-    return count

@@ -33,7 +33,6 @@ import orjson
 
 from backtester.errors import MemoryStoreError
 from backtester.memory.embedders import Embedder, encode_unique
-from backtester.memory.integrity import digest
 from backtester.memory.texts import STATE_NAMES, index_text
 from backtester.memory.vector_files import (  # noqa: F401 (re-exported: the file layout)
     INDEX_FILE,
@@ -44,14 +43,11 @@ from backtester.memory.vector_files import (  # noqa: F401 (re-exported: the fil
     TEXT_FILE,
     VECTORS_FOLDER,
     _clean_row,
-    encode_segment,
-    segment_names,
     _generation_of,
     _times_ns,
     _previous_names,
     write_files,
 )
-from backtester.memory.io import atomic_write_bytes, atomic_write_many
 
 
 class VectorMemory:
@@ -78,6 +74,7 @@ class VectorMemory:
         self._texts: np.ndarray | None = np.zeros((0, embedder.dim), dtype=np.float32)
         self._text_rows = 0
         self._text_digest: dict[str, Any] | None = None  # text.faiss's, kept when not read
+        self._persisted_text = 0  # text vectors on disk (text.faiss and text segments)
         self._pending_texts: dict[Any, str] = {}  # texts given to add, not embedded yet
         self.outcome_reader: Any = None  # decision ids -> {id: outcome}, for catch_up_text
         self._rows: list[dict[str, Any]] = []
@@ -97,6 +94,14 @@ class VectorMemory:
         self._appendable = False
         self._ids: set[Any] | None = None  # decision ids of _rows, built when first needed
         self._segments: list[int] = []  # the generations of the segments in force
+        # The rows files in force (index.json, rows_<g>.json) as (name, rows, newest entry
+        # ns), recorded in the manifest; a run's open reads the newest of them only: the
+        # first _unloaded rows (none newer than _unloaded_newest) stay on disk until
+        # _load_rest (the callable _rest) reads them.
+        self._parts: list[tuple[str, int, int | None]] = []
+        self._unloaded = 0
+        self._unloaded_newest: int | None = None
+        self._rest: Any = None
 
     # ------------------------------------------------------------------ load / save
 
@@ -142,74 +147,40 @@ class VectorMemory:
                             files=files, text=text)
 
     def save(self, folder: Path, generation: int) -> dict[str, dict[str, Any]]:
-        """Commit staged rows and write ``<folder>/vectors/``: both indexes, then index.json.
+        """Commit staged rows and write ``<folder>/vectors/``: both indexes, then index.json,
+        or, when only rows were added since the last save, those rows as a segment.
 
         Every file is written atomically (temporary file, fsync, rename). The caller writes
         the memory's manifest after this returns, with the returned digests
-        ({"vectors/<file>": {"sha256", "size"}}) that ``load`` verifies. A text index not
-        read (a run) is left as it is, its digest carried over; a missing one is written
-        empty (covering no row).
+        ({"vectors/<file>": {"sha256", "size"}}, rows files with their row counts) that
+        ``load`` verifies. A text index not read (a run) is left as it is, its digest
+        carried over; a missing one is written empty (covering no row).
         """
-        self.commit_staged()
-        self.generation = int(generation)
-        if self._texts is not None and self._pending_texts and all(
-                row["decision_id"] in self._pending_texts
-                for row in self._rows[self._text_rows:]):
-            self.catch_up_text()  # texts given to add, with the text index read: store them
-        text_path = Path(folder) / VECTORS_FOLDER / TEXT_FILE
-        if self._texts is not None or not text_path.exists():
-            run_view = self._texts is None
-            if run_view:
-                self._texts, self._text_rows = self._empty_texts(), 0
-            written = write_files(folder, self.encode_files())
-            self._saved_all(written)
-            if run_view:  # still not read: the next save appends
-                self._texts = None
-                self._text_digest = written[f"{VECTORS_FOLDER}/{TEXT_FILE}"]
-            return written
-        kept = self._text_digest
-        if kept is None:  # a folder saved before digests: this file is now recorded
-            kept = digest(text_path.read_bytes())
-        if self._appendable and (Path(folder) / VECTORS_FOLDER / INDEX_FILE).exists():
-            return {**self._append(folder, generation), f"{VECTORS_FOLDER}/{TEXT_FILE}": kept}
-        files = self.encode_files(with_text=False)
-        written = write_files(folder, files)
-        self._saved_all(written)
-        return {**written, f"{VECTORS_FOLDER}/{TEXT_FILE}": kept}
+        from backtester.memory.vector_save import save_vectors
 
-    def _saved_all(self, written: dict[str, Any]) -> None:
-        """After a full write: every row is in the base files, which the next save may
-        extend with segments."""
-        self._saved, self._appendable, self._segments = len(self._rows), bool(self._rows), []
-        self._files = {name: record for name, record in written.items()
-                       if name != f"{VECTORS_FOLDER}/{TEXT_FILE}"}
-
-    def _append(self, folder: Path, generation: int) -> dict[str, Any]:
-        """Write the rows added since the last save as segment ``generation`` (its own two
-        files; no other file is rewritten); returns the digests of every state file in
-        force (base and segments), for the manifest."""
-        folder = Path(folder)
-        if self._files is None:  # a folder saved before digests: record what it holds
-            names = [f"{VECTORS_FOLDER}/{STATES_FILE}", f"{VECTORS_FOLDER}/{INDEX_FILE}",
-                     *(name for g in self._segments for name in segment_names(g))]
-            self._files = {name: digest((folder / name).read_bytes()) for name in names}
-        files = dict(self._files)
-        if len(self._rows) > self._saved:
-            segment = encode_segment(generation, self._states[self._saved:],
-                                     self._rows[self._saved:], self._state_dim)
-            atomic_write_many([(folder / segment[0][0], segment[0][1])])
-            atomic_write_bytes(folder / segment[1][0], segment[1][1])
-            files.update((name, digest(data)) for name, data in segment)
-            self._segments = [*self._segments, generation]
-        self._saved, self._files = len(self._rows), files
-        return files
+        return save_vectors(self, Path(folder), int(generation))
 
     def _empty_texts(self) -> np.ndarray:
         return np.zeros((0, self._embedder.dim), dtype=np.float32)
 
+    def _load_rest(self) -> None:
+        """Read the rows a run's open left on disk (before a change that needs every row:
+        a stored row replaced, a full rewrite)."""
+        if self._rest is None:
+            return
+        states, rows, times, signed = self._rest()
+        self._rest, self._unloaded, self._unloaded_newest, self._ids = None, 0, None, None
+        self._states = np.ascontiguousarray(np.concatenate([states, self._states]))
+        self._rows = [*rows, *self._rows]
+        self._times = np.concatenate([times, self._times])
+        self._signed_returns = np.concatenate([signed, self._signed_returns])
+        self._saved += len(rows)
+        self._refresh_search()
+
     def encode_files(self, *, with_text: bool = True) -> list[tuple[str, bytes]]:
         """The committed rows as the three files' bytes: [(path relative to the memory
         folder, bytes)], index.json last (without text.faiss: ``with_text`` False)."""
+        self._load_rest()
         state_dim = self._state_dim or 0
         states = faiss.IndexFlatL2(state_dim)
         if self._rows:
@@ -321,6 +292,7 @@ class VectorMemory:
             return
         if self._append_staged():
             return
+        self._load_rest()
         self._ids = None
         stored = [(self._states, None, self._rows)] if self._rows else []
         blocks = stored + self._staged
@@ -375,6 +347,9 @@ class VectorMemory:
             return False
         new = [row for _, _, block in self._staged for row in block]
         ids = [row["decision_id"] for row in new]
+        new_times = _times_ns([row["entry_time"] for row in new])
+        if self._unloaded_newest is not None and (new_times <= self._unloaded_newest).any():
+            return False  # a decision id names one bar: only then can it be an unread row's
         if self._ids is None:
             self._ids = {row["decision_id"] for row in self._rows}
         if len(set(ids)) != len(ids) or not self._ids.isdisjoint(ids):
@@ -384,8 +359,7 @@ class VectorMemory:
         self._ids.update(ids)
         self._states = np.ascontiguousarray(states)
         self._rows = [*self._rows, *new]
-        self._times = np.concatenate([self._times,
-                                      _times_ns([row["entry_time"] for row in new])])
+        self._times = np.concatenate([self._times, new_times])
         self._signed_returns = np.concatenate([self._signed_returns, np.array(
             [row["direction"] * row["return_pct"] for row in new], dtype=np.float64)])
         self._refresh_search()
@@ -543,7 +517,7 @@ class VectorMemory:
     def info(self) -> dict[str, Any]:
         """Counts, dimensions, embedders and generation, for ``bt memory inspect``."""
         return {
-            "rows": len(self._rows),
+            "rows": self._unloaded + len(self._rows),
             "kept": len(self),
             "staged": sum(len(block) for _, _, block in self._staged),
             "max_size": self._max_size,

@@ -373,21 +373,17 @@ def test_a_lost_manifest_is_rebuilt_from_complete_chunks_only(memory: Path) -> N
     assert len(list((memory / "quarantine").iterdir())) == 7
 
 
-def test_an_open_validates_the_searched_outcomes_in_full_and_the_others_cheaply(
+def test_an_open_validates_the_searched_outcomes_in_full_and_the_doctor_every_other(
         memory: Path) -> None:
     store = MemoryStore.open(memory, config_hash=HASH)
     names = sorted(p.name for p in memory.glob("outcome_*.json"))
     ids = [int(name[len("outcome_"):-len(".json")]) for name in names]
     searched, other = memory / names[0], memory / names[1]
-    other.write_bytes(b"{ not json, but not searched")
-    assert store.check_outcomes(ids[:1]) == len(names)  # read in full by inspect, doctor
-    with pytest.raises(MemoryStoreError, match="not valid JSON"):
-        store.check_outcomes()
-    other.write_bytes(b"")
+    other.write_bytes(b"")  # not searched: an open neither lists nor reads it
+    assert store.check_outcomes(ids[:1]) == 1
     with pytest.raises(MemoryStoreError) as caught:
-        store.check_outcomes(ids[:1])
-    assert f"{other}: is empty" in one_line(caught)
-    other.unlink()
+        store.check_outcomes()
+    assert f"{other}: not valid JSON" in one_line(caught)
     searched.write_bytes(b"{ broken")
     with pytest.raises(MemoryStoreError, match=f"{searched.name}: not valid JSON"):
         store.check_outcomes(ids[:1])
@@ -396,3 +392,17 @@ def test_an_open_validates_the_searched_outcomes_in_full_and_the_others_cheaply(
         store.check_outcomes(ids[:1])
     assert f"{searched}: is missing (1 outcome files the vector index holds" in \
         one_line(caught)
+    report = doctor(memory)  # the doctor reads every file: the unsearched one is found
+    assert other.name in report["quarantined"]
+
+
+def test_a_symlinked_outcome_file_is_refused_when_read(memory: Path) -> None:
+    store = MemoryStore.open(memory, config_hash=HASH)
+    path = sorted(memory.glob("outcome_*.json"))[0]
+    path.unlink()
+    path.symlink_to(memory.parent / "victim" / "sentinel.txt")
+    decision_id = int(path.name[len("outcome_"):-len(".json")])
+    with pytest.raises(MemoryStoreError) as caught:
+        store.check_outcomes([decision_id])
+    assert f"symbolic links ({path.name})" in one_line(caught)
+    outside_unchanged(memory)

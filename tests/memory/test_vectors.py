@@ -421,3 +421,76 @@ def test_add_of_a_row_without_return_raises_naming_the_missing_field():
 
     with pytest.raises(MemoryStoreError, match="row 0 lacks return_pct"):
         make_memory(random_states(1), rows=[row])
+
+
+# ---------------------------------------------------------------- a run's open reads the newest
+
+
+def run_chunks(folder: Path, chunks: int, max_size: int) -> dict:
+    """``chunks`` chunks of 4 rows saved as a run does (text not read), each opened from the
+    files before; chunk 2 holds a trade entered after every other (held across chunks).
+    Returns the manifest's digests."""
+    rng, files = np.random.default_rng(3), None
+    for generation in range(1, chunks + 1):
+        memory = VectorMemory.load(folder, committed_generation=generation - 1,
+                                   max_size=max_size, embedder=HashingEmbedder(),
+                                   files=files, text=False)
+        rows = [make_row(10 * generation + i) for i in range(4)]
+        if generation == 2:
+            rows[0]["entry_time"] = T0 + 1000 * HOUR
+        memory.add(rng.normal(size=(4, 15)), None, rows, generation)
+        files = memory.save(folder, generation)
+    return files
+
+
+def test_a_run_reads_only_the_rows_files_that_hold_the_newest_rows_and_searches_the_same(
+        tmp_path):
+    # Arrange
+    files = run_chunks(tmp_path, 6, max_size=5)
+    # Act
+    run = VectorMemory.load(tmp_path, committed_generation=6, max_size=5,
+                            embedder=HashingEmbedder(), files=files, text=False)
+    full = VectorMemory.load(tmp_path, committed_generation=6, max_size=5,
+                             embedder=HashingEmbedder(), files=files)
+    # Assert
+    assert files["vectors/rows_6.json"]["rows"] == 4  # the manifest records the row counts
+    assert run.info()["rows"] == full.info()["rows"] == 24
+    assert len(run._rows) == 20  # chunk 1's rows file is not read: too old to be searched
+    assert run.searched_ids() == full.searched_ids() and 20 in run.searched_ids()
+    queries = np.random.default_rng(4).normal(size=(3, 15))
+    assert np.array_equal(run.memory_vote(queries, 3), full.memory_vote(queries, 3))
+
+
+def test_a_run_that_recommits_a_row_of_an_unread_file_reads_every_row_and_rewrites(tmp_path):
+    # Arrange
+    files = run_chunks(tmp_path, 6, max_size=5)
+    run = VectorMemory.load(tmp_path, committed_generation=6, max_size=5,
+                            embedder=HashingEmbedder(), files=files, text=False)
+    # Act: chunk 1's first decision again (a second pass over its period)
+    run.add(np.zeros((1, 15)), None, [make_row(10)], 7)
+    files = run.save(tmp_path, 7)
+    # Assert
+    assert "vectors/rows_7.json" not in files  # rewritten whole, not appended
+    reloaded = VectorMemory.load(tmp_path, committed_generation=7, max_size=5,
+                                 embedder=HashingEmbedder(), files=files)
+    rows = {row["decision_id"]: row for row in reloaded._rows}
+    assert len(reloaded._rows) == 24 and rows[10]["generation"] == 7
+
+
+def test_a_folder_saved_before_the_row_counts_loads_whole_and_its_next_save_records_them(
+        tmp_path):
+    # Arrange: the manifest's digests as bt wrote them before (no row counts)
+    files = {name: {"sha256": record["sha256"], "size": record["size"]}
+             for name, record in run_chunks(tmp_path, 6, max_size=5).items()}
+    # Act
+    old = VectorMemory.load(tmp_path, committed_generation=6, max_size=5,
+                            embedder=HashingEmbedder(), files=files, text=False)
+    old.add(np.zeros((1, 15)), None, [make_row(99, entry_time=T0 + 2000 * HOUR)], 7)
+    files = old.save(tmp_path, 7)
+    again = VectorMemory.load(tmp_path, committed_generation=7, max_size=5,
+                              embedder=HashingEmbedder(), files=files, text=False)
+    # Assert
+    assert len(old._rows) == 25  # read whole
+    assert [files[f"vectors/rows_{g}.json"]["rows"] for g in range(2, 8)] == [4] * 5 + [1]
+    assert files["vectors/index.json"]["rows"] == 4
+    assert len(again._rows) < 25 and again.info()["rows"] == 25
