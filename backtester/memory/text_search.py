@@ -18,11 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backtester.errors import MemoryLockedError
-from backtester.memory.embedders import Embedder
-from backtester.memory.integrity import FILES_KEY, INDEX_NAME
-from backtester.memory.io import FolderLock
+import numpy as np
+
+from backtester.errors import MemoryLockedError, MemoryStoreError
+from backtester.memory.embedders import Embedder, encode_unique
+from backtester.memory.integrity import FILES_KEY, INDEX_NAME, MANIFEST, VECTORS
+from backtester.memory.io import FolderLock, read_json
 from backtester.memory.store import MemoryStore
+
+TEXT_INDEX_NAME = f"{VECTORS}/text.faiss"
 
 
 @dataclass(frozen=True)
@@ -64,3 +68,44 @@ def search_text(folder: Path, text: str, k: int, embedder: Embedder) -> TextSear
         return TextSearch(vectors.search_text(text, k), embedded, stored)
     finally:
         lock.release()
+
+
+def text_vectors(folder: Path, generation: int, embedder: Embedder, rows: list[dict],
+                 states: np.ndarray, texts: list[str]) -> np.ndarray:
+    """The text vectors of ``texts`` (one per row) for a rebuilt index (`bt memory
+    doctor`): a row's vector is kept from the folder's text index when every vector file
+    matches the manifest's digest and the stored row has the same metadata and state;
+    the rest are embedded. So the doctor re-embeds only what is missing or changed."""
+    intact = _intact_text_vectors(folder, generation, embedder)
+    vectors = np.empty((len(texts), embedder.dim), dtype=np.float32)
+    missing = []
+    for i, row in enumerate(rows):
+        kept = intact.get(row["decision_id"])
+        if kept is not None and kept[0] == row and np.array_equal(kept[1], states[i]):
+            vectors[i] = kept[2]
+        else:
+            missing.append(i)
+    if missing:
+        vectors[missing] = encode_unique(embedder, [texts[i] for i in missing])
+    return vectors
+
+
+def _intact_text_vectors(folder: Path, generation: int, embedder: Embedder
+                         ) -> dict[Any, tuple[dict, np.ndarray, np.ndarray]]:
+    """Decision id -> (row, state, text vector) of the rows the text index covers, read
+    only when the manifest records the vector files (their digests) and they all match;
+    {} when anything is missing, damaged or from another embedder."""
+    from backtester.memory.vectors import VectorMemory
+
+    try:
+        files = read_json(Path(folder) / MANIFEST, folder=folder).get(FILES_KEY)
+        if not isinstance(files, dict) or not {INDEX_NAME, TEXT_INDEX_NAME} <= files.keys():
+            return {}
+        vectors = VectorMemory.load(folder, committed_generation=generation, max_size=10**9,
+                                    embedder=embedder, files=files)
+    except (MemoryStoreError, OSError, AttributeError):
+        return {}
+    vectors._load_rest()  # every row, in file order: rows[i] <-> states[i] <-> texts[i]
+    texts = vectors._texts if vectors._texts is not None else ()
+    return {row["decision_id"]: (row, vectors._states[i], texts[i])
+            for i, row in enumerate(vectors._rows[:len(texts)])}

@@ -546,9 +546,10 @@ def rebuilt_files(folder: Path, outcomes: list[dict[str, Any]], generation: int,
 
     Each outcome needs the row fields (``ROW_FIELDS``), "state" (list of floats) and
     optionally "reasoning"; its text is ``texts.index_text``. Outcomes of
-    generations newer than ``generation`` (not committed) are left out. All texts are
-    embedded in one call. ``state_names`` None: those the old index.json recorded, if it
-    can be read, else STATE_NAMES for states of that length, else unrecorded.
+    generations newer than ``generation`` (not committed) are left out. ``state_names`` None: those the old index.json recorded, if it
+    can be read, else STATE_NAMES for states of that length, else unrecorded. Text vectors
+    the folder's verified text index holds for an unchanged row are kept, the rest
+    embedded in one call (``text_search.text_vectors``).
     """
     committed = [outcome for outcome in outcomes
                  if _generation_of(outcome) <= generation]
@@ -567,7 +568,10 @@ def rebuilt_files(folder: Path, outcomes: list[dict[str, Any]], generation: int,
         names = state_names if state_names is not None else STATE_NAMES
         texts = [index_text(outcome, names) for outcome in committed]
         rows = [_clean_row(outcome, _generation_of(outcome)) for outcome in committed]
-        memory._stage(states, encode_unique(embedder, texts), rows)
+        from backtester.memory.text_search import text_vectors  # imports the store
+
+        memory._stage(states, text_vectors(Path(folder), generation, embedder, rows, states,
+                                           texts), rows)
     memory.commit_staged()
     memory.generation = int(generation)
     return memory.encode_files()

@@ -17,7 +17,7 @@ from backtester.memory.integrity import FILES_KEY
 from backtester.memory.io import FolderLock
 from backtester.memory.store import MemoryStore
 from backtester.memory.text_search import search_text
-from backtester.memory.vectors import VectorMemory
+from backtester.memory.vectors import VectorMemory, rebuilt_files
 from tests.memory.test_store import HASH, Learner, chunk_outcomes, commit, files
 
 ROW_KEYS = ("decision_id", "symbol", "direction", "return_pct", "pnl", "exit_reason", "regime",
@@ -143,3 +143,32 @@ def test_a_run_after_a_stored_search_appends_and_the_next_search_embeds_only_its
     assert text_rows(memory) == 12
     report = doctor(memory)
     assert report["problems"] == [] and report["unrepaired"] == []
+
+
+def test_the_doctor_keeps_the_text_vectors_it_verified_and_embeds_only_what_changed(
+        memory: Path, embedder: CountingEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Arrange: the text index covers all 8 rows; a full re-embed is the reference
+    search_text(memory, "take profit", 2, embedder)
+    store = MemoryStore.open(memory, config_hash=HASH)
+    outcomes = store.read_outcomes()
+    reference = rebuilt_files(memory, outcomes, store.generation, HashingEmbedder())
+    monkeypatch.setattr(embedders, "_encoded", {})
+    embedder.calls = 0
+    # Act: the doctor with nothing changed
+    report = doctor(memory, rebuild_vectors=lambda f, o, g: rebuilt_files(f, o, g, embedder))
+    # Assert: nothing embedded, and the very bytes a full re-embed gives
+    assert report["problems"] == [] and embedder.calls == 0
+    assert dict(rebuilt_files(memory, outcomes, store.generation, embedder)) == dict(reference)
+    assert embedder.calls == 0
+    # Act: one outcome's state changed on disk: only its text is embedded again
+    changed = dict(outcomes[0], state=[x + 1.0 for x in outcomes[0]["state"]])
+    rebuilt_files(memory, [changed, *outcomes[1:]], store.generation, embedder)
+    assert embedder.calls == 1
+    # Act: a text index whose bytes differ from the manifest's digest is not trusted
+    embedder.calls = 0
+    monkeypatch.setattr(embedders, "_encoded", {})
+    text_index = memory / "vectors" / "text.faiss"
+    data = text_index.read_bytes()
+    text_index.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert dict(rebuilt_files(memory, outcomes, store.generation, embedder)) == dict(reference)
+    assert embedder.calls == 1
