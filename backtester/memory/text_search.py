@@ -105,7 +105,5 @@ def _intact_text_vectors(folder: Path, generation: int, embedder: Embedder
                                     embedder=embedder, files=files)
     except (MemoryStoreError, OSError, AttributeError):
         return {}
-    vectors._load_rest()  # every row, in file order: rows[i] <-> states[i] <-> texts[i]
-    texts = vectors._texts if vectors._texts is not None else ()
-    return {row["decision_id"]: (row, vectors._states[i], texts[i])
-            for i, row in enumerate(vectors._rows[:len(texts)])}
+    return {row["decision_id"]: (row, state, text)
+            for row, state, text in vectors.embedded_rows()}

@@ -18,12 +18,14 @@ One id space, two FAISS indexes, stored under ``<memory>/vectors/``:
   index is refused by a run whose state vectors are made of other names.
 
 Files are FAISS's own binary format and JSON (no pickle), each written atomically,
-``index.json`` last; their names, readers and writer are in vector_files.py. Rows added within a chunk are staged: searches see them only after
-``commit_staged()`` or ``save()``, so a chunk's decisions only see earlier chunks.
+``index.json`` last; their names, readers and writer are in vector_files.py. Rows added
+within a chunk are staged: searches see them only after ``commit_staged()`` or
+``save()``, so a chunk's decisions only see earlier chunks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -461,6 +463,12 @@ class VectorMemory:
         scores, positions = self._text_search.search(query, min(k, len(self)))
         return [dict(self._rows[self._kept[p]], similarity=float(s))
                 for s, p in zip(scores[0], positions[0]) if p >= 0]
+
+    def embedded_rows(self) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray]]:
+        """(row, state vector, text vector) of each row the text index covers, in file
+        order (every row read first)."""
+        self._load_rest()
+        return zip(self._rows, self._states, () if self._texts is None else self._texts)
 
     @property
     def text_rows(self) -> int:
